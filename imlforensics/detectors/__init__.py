@@ -1,0 +1,5 @@
+"""Built-in detectors. Importing this package registers them."""
+
+from .base import Detector, Prediction
+
+__all__ = ["Detector", "Prediction"]

@@ -1,0 +1,61 @@
+"""Name -> detector registry, in the spirit of timm's ``create_model``.
+
+Detector modules register their class with :func:`register_detector`; users call
+:func:`load_detector` with a name and keyword options.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from .detectors.base import Detector
+from .errors import UnknownDetector
+
+_DETECTORS: dict[str, type[Detector]] = {}
+_ALIASES: dict[str, str] = {}
+D = TypeVar("D", bound=type[Detector])
+
+
+def register_detector(cls: D) -> D:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _DETECTORS and _DETECTORS[cls.name] is not cls:
+        raise ValueError(f"detector name {cls.name!r} registered twice")
+    _DETECTORS[cls.name] = cls
+    if "-" in cls.name:
+        _ALIASES[cls.name.replace("-", "_")] = cls.name
+    return cls
+
+
+def _ensure_loaded() -> None:
+    from . import detectors  # noqa: F401  (importing registers the built-in detectors)
+
+
+def canonical_name(name: str) -> str:
+    _ensure_loaded()
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _DETECTORS:
+        known = ", ".join(sorted(_DETECTORS))
+        raise UnknownDetector(f"unknown detector {name!r} (known: {known})")
+    return key
+
+
+def load_detector(name: str, **options: Any) -> Detector:
+    """Create the detector registered as ``name`` with its keyword options."""
+    cls = _DETECTORS[canonical_name(name)]
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise UnknownDetector(f"bad options for detector {cls.name}: {exc}") from None
+
+
+def detector_class(name: str) -> type[Detector]:
+    return _DETECTORS[canonical_name(name)]
+
+
+def list_detectors() -> list[type[Detector]]:
+    """All registered detector classes, sorted by name."""
+    _ensure_loaded()
+    return [_DETECTORS[k] for k in sorted(_DETECTORS)]
