@@ -1,0 +1,51 @@
+"""Shared fixtures: the project's own example forgeries and (when present) the benchmark data."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def read_gt(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L")) > 127
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg_bytes(rgb, quality))).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def examples() -> dict[str, tuple[Path, np.ndarray | None]]:
+    """name -> (image path, boolean mask or None for authentic), from examples/dataset.json."""
+    rows = json.loads((EXAMPLES / "dataset.json").read_text())
+    out = {}
+    for image, mask in rows:
+        out[Path(image).stem] = (EXAMPLES / image, None if mask == "Negative" else read_gt(EXAMPLES / mask))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is absent (it is never part of the project)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
