@@ -8,12 +8,12 @@ Library API::
     result.score     # image-level score in [0, 1]
 """
 
-from .detectors.base import Detector, Prediction
-from .errors import ImageError, ImlfError, NotApplicable
-from .image import ImageData, load_image
-from .registry import list_detectors, load_detector, register_detector
-
 __version__ = "0.1.0"
+
+from .detectors.base import Detector, Prediction  # noqa: E402
+from .errors import ImageError, ImlfError, NotApplicable  # noqa: E402
+from .image import ImageData, load_image  # noqa: E402
+from .registry import list_detectors, load_detector, register_detector  # noqa: E402
 
 __all__ = [
     "Detector",

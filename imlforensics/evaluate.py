@@ -53,7 +53,7 @@ class DetectorSource:
 
 
 class DirectorySource:
-    """Reads maps written earlier by ``imlf detect`` (``<stem>.npy`` or ``<stem>.heatmap.png``).
+    """Reads maps written earlier by ``imlf detect`` (``<stem>.heatmap.npy`` or ``<stem>.heatmap.png``).
 
     The image score comes from ``<stem>.json`` when present, else from the map's maximum.
     """
@@ -67,7 +67,7 @@ class DirectorySource:
         from PIL import Image
 
         stem = sample.image.stem
-        raw, png = self.pred_dir / f"{stem}.npy", self.pred_dir / f"{stem}.heatmap.png"
+        raw, png = self.pred_dir / f"{stem}.heatmap.npy", self.pred_dir / f"{stem}.heatmap.png"
         if raw.is_file():
             heat = np.load(raw, allow_pickle=False).astype(np.float32)
         elif png.is_file():
@@ -77,7 +77,7 @@ class DirectorySource:
             if heat.ndim == 3:
                 heat = heat[..., 0]
         else:
-            raise ImlfError(f"no prediction {stem}.npy or {stem}.heatmap.png in {self.pred_dir}")
+            raise ImlfError(f"no prediction {stem}.heatmap.npy or {stem}.heatmap.png in {self.pred_dir}")
         meta = self.pred_dir / f"{stem}.json"
         score = float(heat.max()) if heat.size else 0.0
         if meta.is_file():

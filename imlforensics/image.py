@@ -132,21 +132,21 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _pil_pixel_limit(max_pixels):
+            with _pil_pixel_limit():
                 im = Image.open(io.BytesIO(data))
-                fmt = im.format
-                width, height = im.size
-                if max_pixels is not None and width * height > max_pixels:
-                    raise ImageError(
-                        f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
-                        f"--max-pixels limit of {max_pixels / 1e6:.1f} MP"
-                    )
-                if fmt not in SUPPORTED_FORMATS:
-                    raise ImageError(f"unsupported image format {fmt} (supported: JPEG, PNG, TIFF, WebP, BMP)")
-                frames = int(getattr(im, "n_frames", 1) or 1)
-                im.load()
-                orientation = _orientation(im)
-                pixels, conversion = _to_rgb8(im)
+            fmt = im.format
+            width, height = im.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                    f"--max-pixels limit of {max_pixels / 1e6:.1f} MP"
+                )
+            if fmt not in SUPPORTED_FORMATS:
+                raise ImageError(f"unsupported image format {fmt} (supported: JPEG, PNG, TIFF, WebP, BMP)")
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            im.load()
+            orientation = _orientation(im)
+            pixels, conversion = _to_rgb8(im)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -198,15 +198,15 @@ def _read_bytes(path: Path) -> bytes:
 
 
 class _pil_pixel_limit:
-    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit."""
+    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit.
 
-    def __init__(self, max_pixels: int | None):
-        self.max_pixels = max_pixels
+    Pillow's check is switched off only while a header is opened; ``load_image`` compares the
+    header's size with ``max_pixels`` before any pixel is decoded."""
 
     def __enter__(self):
         _PIL_LIMIT_LOCK.acquire()
         self.saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None if self.max_pixels is None else max(self.max_pixels // 2, 1)
+        Image.MAX_IMAGE_PIXELS = None
 
     def __exit__(self, *exc):
         Image.MAX_IMAGE_PIXELS = self.saved

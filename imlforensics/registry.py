@@ -11,6 +11,10 @@ from typing import Any, TypeVar
 from .detectors.base import Detector
 from .errors import UnknownDetector
 
+# The detector `imlf detect` uses when none is named: the best classical detector measured by
+# benchmarks/compare_pyifd.py on CASIA v1 (see README.md).
+DEFAULT_DETECTOR = "ela"
+
 _DETECTORS: dict[str, type[Detector]] = {}
 _ALIASES: dict[str, str] = {}
 D = TypeVar("D", bound=type[Detector])

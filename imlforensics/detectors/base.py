@@ -41,7 +41,7 @@ class Detector:
     kind: ClassVar[str] = "classical"
     version: ClassVar[str] = "1"
     needs: ClassVar[str] = "any image"
-    license: ClassVar[str] = "MIT (weight-free, this project)"
+    license: ClassVar[str] = "MIT"
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
 
@@ -67,7 +67,9 @@ class Detector:
         """Return (heatmap at the image's resolution, image score, extras)."""
         raise NotImplementedError
 
-    def weights_status(self) -> str:
+    @classmethod
+    def weights_status(cls) -> str:
+        """'not needed' for weight-free detectors; deep detectors say whether weights are cached."""
         return "not needed"
 
     def __repr__(self) -> str:

@@ -1,0 +1,67 @@
+"""Turning command-line arguments (files, folders, globs) into a list of image files."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+from .image import IMAGE_SUFFIXES
+
+GLOB_CHARS = set("*?[")
+
+
+def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to analyse, in order and without duplicates, plus (argument, reason) for arguments
+    that gave nothing. Folders contribute their image files (by suffix; ``recursive`` descends);
+    a file named explicitly is always tried, whatever its suffix."""
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = _images_in(path, recursive)
+            if not found:
+                problems.append((arg, "no image files in this folder" + ("" if recursive else " (try --recursive)")))
+            for p in found:
+                add(p)
+        elif path.exists() or not (GLOB_CHARS & set(arg)):
+            add(path)  # missing files are reported when they are read
+        else:
+            matches = sorted(glob.glob(arg, recursive=True))
+            images = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                problems.append((arg, "no image files match this pattern"))
+            for p in images:
+                add(p)
+    return files, problems
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in folder.glob(pattern)
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """Output name for each input: its stem, or stem-<8 hex> where two inputs share a stem."""
+    counts = Counter(p.stem for p in files)
+    stems = {}
+    for p in files:
+        if counts[p.stem] == 1:
+            stems[p] = p.stem
+        else:
+            digest = hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]
+            stems[p] = f"{p.stem}-{digest}"
+    return stems
