@@ -49,3 +49,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def toy_detector(monkeypatch):
+    """Registers 'toy-bright' (heat = luma / 255) for tests of the plumbing around detectors."""
+    from imlforensics import registry
+    from imlforensics.detectors.base import Detector
+
+    class ToyBright(Detector):
+        name = "toy-bright"
+        paper = "none (test double)"
+
+        def analyse(self, img):
+            return img.gray / 255.0, float(img.gray.max() / 255.0), {"notes": ["toy"]}
+
+    registry._ensure_loaded()
+    monkeypatch.setitem(registry._DETECTORS, "toy-bright", ToyBright)
+    return ToyBright
