@@ -93,7 +93,7 @@ def _root(
 @app.command()
 def detect(
     images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector name (see `imlf models`); default: the best classical one."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector name (see `imlf models`); default: dq for JPEG files, ela for others."),
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder (created if needed)."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image on stdout, nothing else."),
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Heat at or above which a pixel goes into the mask."),
@@ -108,11 +108,12 @@ def detect(
     from .inputs import expand_inputs, output_stems
     from .outputs import check_writable_dir
     from .pipeline import detect_file
-    from .registry import DEFAULT_DETECTOR, load_detector
+    from .registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, load_detector
 
     limit = parse_count(max_pixels)
     try:
         detector = load_detector(model or DEFAULT_DETECTOR, **parse_options(option))
+        fallback = None if model else load_detector(DEFAULT_FALLBACK)
         check_writable_dir(out_dir)
     except ImlfError as exc:
         raise fail(str(exc))
@@ -125,7 +126,8 @@ def detect(
     with _progress(len(files), json_lines) as advance:
         for path in files:
             try:
-                rec = detect_file(detector, path, out_dir, stems[path], threshold, overwrite, save_raw, limit, protected)
+                rec = detect_file(detector, path, out_dir, stems[path], threshold, overwrite, save_raw, limit,
+                                  protected, fallback)
             except ImlfError as exc:
                 failed += 1
                 _report_failure(str(path), str(exc), json_lines)
@@ -183,13 +185,13 @@ class _progress:
 
 
 def _detect_table(records: list[dict], threshold: float, out_dir: Path) -> None:
-    table = Table(title=f"imlf detect ({records[0]['detector']['name']}, threshold {threshold})", title_justify="left")
-    for col, just in (("image", "left"), ("score", "right"), ("tampered", "right"), ("regions", "right"), ("time", "right")):
+    table = Table(title=f"imlf detect (threshold {threshold})", title_justify="left")
+    for col, just in (("image", "left"), ("detector", "left"), ("score", "right"), ("tampered", "right"), ("regions", "right"), ("time", "right")):
         table.add_column(col, justify=just)
     for r in records:
         score = f"{r['score']:.3f}"
         style = "bold red" if r["score"] >= threshold else ""
-        table.add_row(_escape(Path(r["image"]).name), f"[{style}]{score}[/]" if style else score,
+        table.add_row(_escape(Path(r["image"]).name), r["detector"]["name"], f"[{style}]{score}[/]" if style else score,
                       f"{100 * r['tampered_fraction']:.1f}%", str(len(r["boxes"])), f"{r['seconds']:.2f}s")
     err.print(table)
     err.print(f"outputs in {_escape(str(out_dir))}/")

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import __version__
 from .detectors.base import Detector, Prediction
-from .errors import OutputError
+from .errors import NotApplicable, OutputError
 from .image import DEFAULT_MAX_PIXELS, ImageData, load_image
 from .outputs import (
     OutputPaths,
@@ -35,6 +35,7 @@ def detect_file(
     save_raw: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     protected: frozenset[Path] = frozenset(),
+    fallback: Detector | None = None,
 ) -> dict[str, Any]:
     """Analyse ``path`` and write heatmap, mask, overlay, JSON (and raw map) into ``out_dir``.
 
@@ -46,7 +47,14 @@ def detect_file(
     paths = output_paths(out_dir, stem or path.stem, save_raw)
     _check_targets(paths, overwrite, protected | {path.resolve()})
     img = load_image(path, max_pixels=max_pixels)
-    pred = detector.predict(img)
+    try:
+        pred = detector.predict(img)
+    except NotApplicable as exc:
+        if fallback is None:
+            raise
+        pred = fallback.predict(img)
+        pred.notes.insert(0, f"{detector.name} does not apply ({exc}): analysed with {fallback.name}")
+        detector = fallback
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
     write_atomic(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)), overwrite)

@@ -12,8 +12,10 @@ from .detectors.base import Detector
 from .errors import UnknownDetector
 
 # The detector `imlf detect` uses when none is named: the best classical detector measured by
-# benchmarks/compare_pyifd.py on CASIA v1 (see README.md).
-DEFAULT_DETECTOR = "ela"
+# benchmarks/compare_pyifd.py on CASIA v1 (see README.md). It needs a JPEG file, so inputs it does
+# not apply to (PNG, TIFF, ...) get the best detector that works on any image instead.
+DEFAULT_DETECTOR = "dq"
+DEFAULT_FALLBACK = "ela"
 
 _DETECTORS: dict[str, type[Detector]] = {}
 _ALIASES: dict[str, str] = {}
@@ -51,7 +53,7 @@ def load_detector(name: str, **options: Any) -> Detector:
     cls = _DETECTORS[canonical_name(name)]
     try:
         return cls(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise UnknownDetector(f"bad options for detector {cls.name}: {exc}") from None
 
 

@@ -18,6 +18,10 @@ from imlforensics.cli import app
 runner = CliRunner()
 
 
+def _hash8(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+
+
 def imlf(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -166,3 +170,24 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"imlf: error: {tmp_path / 'nope.jpg'}: no such file"]
     assert r.stdout == ""
+
+
+def test_default_detector_localizes_the_example_splice_and_falls_back_on_png(examples, tmp_path):
+    from imlforensics.metrics import pixel_scores
+
+    splice, gt = examples["splice"]
+    png = tmp_path / "splice.png"
+    Image.open(splice).save(png)
+    r = imlf("detect", splice, png, "-o", tmp_path / "o", "--json", "--save-raw")
+    assert r.exit_code == 0, r.output
+    recs = {Path(x["image"]).suffix: x for x in map(json.loads, r.stdout.splitlines())}
+    assert recs[".jpg"]["detector"]["name"] == "dq"
+    assert recs[".png"]["detector"]["name"] == "ela" and "dq does not apply" in recs[".png"]["notes"][0]
+    heat = np.load(tmp_path / "o" / f"{splice.stem}-{_hash8(splice)}.heatmap.npy")
+    assert pixel_scores(heat, gt).f1 > 0.7
+
+
+def test_bad_detector_options_are_usage_errors(scene, tmp_path):
+    for opt in ("window=0", "no_such_option=1"):
+        r = imlf("detect", scene, "-m", "ela", "-O", opt, "-o", tmp_path / "o")
+        assert r.exit_code == 2 and "bad options for detector ela" in r.stderr, r.output
