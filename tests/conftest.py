@@ -67,3 +67,14 @@ def toy_detector(monkeypatch):
     registry._ensure_loaded()
     monkeypatch.setitem(registry._DETECTORS, "toy-bright", ToyBright)
     return ToyBright
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Metrics run in torch; for many small maps one thread is faster than a contended pool."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import EXAMPLES, jpeg_roundtrip, read_gt, read_rgb
-from imlforensics.detectors.dq import DoubleQuantizationDetector, comb_factor, ijg_tables
+from imlforensics.detectors.dq import DoubleQuantizationDetector, comb_factor
+from imlforensics.jpegtables import ijg_tables
 from imlforensics.errors import NotApplicable
 from imlforensics.image import load_image
 from imlforensics.metrics import pixel_scores

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import jpeg_bytes, read_rgb
-from imlforensics.detectors.ela import ElaDetector, content_residual, estimate_jpeg_quality
+from imlforensics.detectors.ela import ElaDetector, content_residual
+from imlforensics.jpegtables import estimate_jpeg_quality
 from imlforensics.errors import NotApplicable, UnknownDetector
 from imlforensics.image import load_image
 from imlforensics.metrics import pixel_scores
@@ -146,16 +147,6 @@ def test_options_are_validated():
     with pytest.raises(ValueError):
         ElaDetector(window=0)
 
-
-@pytest.fixture
-def one_torch_thread():
-    """The metrics run in torch; one thread is much faster for many small maps on a busy machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.mark.data

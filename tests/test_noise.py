@@ -146,16 +146,6 @@ def test_options_are_validated():
         NoiseDetector(keep_fraction=0.0)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """The metrics run in torch; one thread is much faster for many small maps on a busy machine."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 @pytest.mark.data
 def test_casia_subset(shared_data, detector, one_torch_thread):

@@ -75,6 +75,7 @@ import numpy as np
 
 from ..errors import ImageError, NotApplicable
 from ..image import ImageData
+from ..jpegtables import ijg_tables
 from ..registry import register_detector
 from . import maps
 from .base import Detector
@@ -84,29 +85,6 @@ ZIGZAG: list[tuple[int, int]] = sorted(
     ((v, u) for v in range(8) for u in range(8)),
     key=lambda p: (p[0] + p[1], p[0] if (p[0] + p[1]) % 2 else p[1]),
 )
-
-
-# The example tables of the JPEG standard (ITU-T T.81 Annex K), which libjpeg scales with its
-# quality setting; most software that writes JPEG uses them.
-IJG_LUMA = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ]
-)
-
-
-def ijg_tables(base: np.ndarray = IJG_LUMA) -> np.ndarray:
-    """``base`` scaled as libjpeg does for qualities 1..100: array (100, 8, 8), row ``q - 1``."""
-    q = np.arange(1, 101)
-    scale = np.where(q < 50, 5000 // q, 200 - 2 * q)
-    return np.clip((base[None] * scale[:, None, None] + 50) // 100, 1, 255)
 
 
 def dct_matrix(n: int = 8) -> np.ndarray:

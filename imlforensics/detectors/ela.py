@@ -64,39 +64,12 @@ from PIL import Image
 
 from ..errors import ImageError, NotApplicable
 from ..image import ImageData
+from ..jpegtables import estimate_jpeg_quality
 from ..registry import register_detector
 from .base import Detector
 from .maps import logistic, top_mean, upsample
 
 BLOCK = 8
-
-# Standard JPEG luminance quantization table (ITU-T T.81, Annex K), natural order.
-_STD_LUMA = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ],
-    dtype=np.float64,
-)
-
-
-def estimate_jpeg_quality(luma_table: np.ndarray) -> int:
-    """Quality (1..100) on libjpeg's scale whose scaled standard table best matches ``luma_table``.
-
-    libjpeg scales the standard table by ``S = 5000/q`` (q < 50) or ``200 - 2q`` (q >= 50) percent;
-    the median ratio over the 64 entries is robust to rounding and to tables of other encoders.
-    """
-    table = np.asarray(luma_table, dtype=np.float64).reshape(8, 8)
-    scale = float(np.median(table * 100.0 / _STD_LUMA))
-    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / max(scale, 1e-6)
-    return int(np.clip(round(quality), 1, 100))
-
 
 def jpeg_resave(rgb: np.ndarray, quality: int, subsampling: int = 2) -> np.ndarray:
     """Round trip an RGB uint8 image through a baseline JPEG (libjpeg via Pillow)."""
