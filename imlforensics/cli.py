@@ -77,6 +77,29 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def detector_options(name: str, items: list[str], weights: Optional[Path] = None, device: str = "auto",
+                     tile: bool = False, half: bool = False) -> dict[str, Any]:
+    """Options for ``load_detector``: ``-O KEY=VALUE`` items plus the deep-model flags.
+
+    The deep flags are passed to deep models only; ``--weights`` with a classical detector is an error,
+    the other flags are ignored for classical detectors (they have nothing to place on a device).
+    """
+    from .registry import detector_class
+
+    options = parse_options(items)
+    if detector_class(name).kind == "deep":
+        options.setdefault("device", device)
+        if weights is not None:
+            options["weights"] = str(weights)
+        if tile:
+            options["tile"] = True
+        if half:
+            options["half"] = True
+    elif weights is not None:
+        raise UnknownDetector(f"--weights is for deep models; {name} needs none")
+    return options
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"imlf {__version__}")
@@ -103,6 +126,10 @@ def detect(
     max_pixels: str = typer.Option(str(DEFAULT_MAX_PIXELS), help="Refuse images with more pixels than this (e.g. 150M)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders of folder arguments."),
     option: list[str] = typer.Option([], "--option", "-O", help="Detector option KEY=VALUE (repeatable)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Deep models: use this weights file (safetensors or the authors' .pth) instead of the cache."),
+    device: str = typer.Option("auto", "--device", help="Deep models: auto, cpu, cuda or mps."),
+    tile: bool = typer.Option(False, "--tile", help="Deep models: slide windows of the model's input size over the full-resolution image instead of resizing it."),
+    half: bool = typer.Option(False, "--half", help="Deep models: bf16 autocast (faster on GPUs; maps differ slightly, see README)."),
 ) -> None:
     """Localize tampering in images: heatmap, mask, overlay and a JSON report per image."""
     from .inputs import expand_inputs, output_stems
@@ -112,7 +139,8 @@ def detect(
 
     limit = parse_count(max_pixels)
     try:
-        detector = load_detector(model or DEFAULT_DETECTOR, **parse_options(option))
+        name = model or DEFAULT_DETECTOR
+        detector = load_detector(name, **detector_options(name, option, weights, device, tile, half))
         fallback = None if model else load_detector(DEFAULT_FALLBACK)
         check_writable_dir(out_dir)
     except ImlfError as exc:
@@ -205,12 +233,15 @@ def evaluate(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Fixed threshold for pixel F1/IoU and image accuracy."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (quick checks)."),
-    device: str = typer.Option("cpu", help="Where metrics are computed: cpu or cuda."),
+    device: str = typer.Option("cpu", help="Where metrics (and deep models) run: cpu or cuda."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the summary and per-image records as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing report files."),
     option: list[str] = typer.Option([], "--option", "-O", help="Detector option KEY=VALUE (repeatable)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Deep models: use this weights file instead of the cache."),
+    tile: bool = typer.Option(False, "--tile", help="Deep models: sliding windows at native resolution."),
+    half: bool = typer.Option(False, "--half", help="Deep models: bf16 autocast."),
 ) -> None:
     """Score a detector on a dataset: pixel F1/IoU/AUC (fixed and best threshold), image AUC."""
     from .datasets import load_dataset
@@ -227,7 +258,7 @@ def evaluate(
             factory, name = partial(DirectorySource, pred), f"maps in {pred}"
         else:
             name = canonical_name(model or DEFAULT_DETECTOR)
-            factory = partial(DetectorSource, name, **parse_options(option))
+            factory = partial(DetectorSource, name, **detector_options(name, option, weights, device, tile, half))
             factory()  # fail early on bad options
         for target in (report, csv_path):
             if target is not None and target.exists() and not overwrite:
@@ -315,6 +346,12 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
     out.print(table)
 
 
+def _add_subcommands() -> None:
+    from .cli_weights import app as weights_app
+
+    app.add_typer(weights_app, name="weights")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -326,6 +363,8 @@ def main() -> None:
         err.print(f"imlf: error: {exc}")
         sys.exit(EXIT_USAGE)
 
+
+_add_subcommands()
 
 if __name__ == "__main__":
     main()

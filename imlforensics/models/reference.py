@@ -1,0 +1,83 @@
+"""IMDL-BenCo's implementations of our deep models, for parity checks and speed comparisons.
+
+IMDL-BenCo (PyPI ``imdlbenco``, Ma et al., NeurIPS 2024 Datasets & Benchmarks) is the reference that
+our own model files are tested against: identical random weights must give the same sigmoid map to
+1e-4. It is never needed at run time. Install it for the tests with::
+
+    pip install --no-deps imdlbenco==0.1.45 && pip install fvcore
+
+Its package ``__init__`` imports its whole zoo plus albumentations and tensorboard, so only the
+model files are imported here: empty ``IMDLBenCo`` packages (with the real ``__path__``) are
+registered in ``sys.modules`` first, which leaves the rest of the package untouched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+from ..errors import ImlfError
+
+
+def imdlbenco_available() -> bool:
+    """True when IMDL-BenCo and the modules its model files import are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("IMDLBenCo", "fvcore"))
+
+
+def _stub_packages() -> None:
+    if getattr(sys.modules.get("IMDLBenCo"), "_imlf_stub", False):
+        return
+    spec = importlib.util.find_spec("IMDLBenCo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImlfError("IMDL-BenCo is not installed: pip install --no-deps imdlbenco==0.1.45 fvcore")
+    root = Path(list(spec.submodule_search_locations)[0])
+    for name, path in (("IMDLBenCo", root), ("IMDLBenCo.model_zoo", root / "model_zoo"),
+                       ("IMDLBenCo.utils", root / "utils")):
+        if name in sys.modules:
+            continue
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(path)]
+        pkg._imlf_stub = True  # type: ignore[attr-defined]
+        sys.modules[name] = pkg
+
+
+def import_reference(module: str) -> types.ModuleType:
+    """Import ``IMDLBenCo.<module>`` (e.g. ``model_zoo.mesorch.mesorch``) without the package __init__."""
+    _stub_packages()
+    return importlib.import_module(f"IMDLBenCo.{module}")
+
+
+def build_reference(name: str):
+    """IMDL-BenCo's model for ``name`` (random weights, eval mode) and a function giving its sigmoid map.
+
+    Returns ``(module, predict)`` where ``predict(module, x)`` takes the normalised input tensor
+    (B, 3, S, S) and returns IMDL-BenCo's ``pred_mask`` (already a sigmoid map).
+    """
+    import torch
+
+    if name == "mesorch":
+        mod = import_reference("model_zoo.mesorch.mesorch")
+        model = mod.Mesorch(seg_pretrain_path=None, conv_pretrain=False)
+    elif name == "sparsevit":
+        mod = import_reference("model_zoo.sparse_vit.sparse_vit")
+        model = mod.SparseViT(img_size=512)
+    elif name == "iml-vit":
+        mod = import_reference("model_zoo.iml_vit.iml_vit")
+        model = mod.IML_ViT(input_size=1024)
+    else:
+        raise ImlfError(f"IMDL-BenCo has no reference for {name!r}")
+
+    def predict(m, x: "torch.Tensor") -> "torch.Tensor":
+        zeros = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
+        if name == "mesorch":
+            out = m(x, zeros, torch.zeros(x.shape[0]))
+        elif name == "sparsevit":
+            out = m(x, zeros)
+        else:
+            out = m(x, zeros, zeros)
+        return out["pred_mask"]
+
+    return model.eval(), predict
