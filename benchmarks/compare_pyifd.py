@@ -112,6 +112,9 @@ def main() -> None:
     ap.add_argument("--skip-ours", action="store_true", help="only score pyIFD")
     ap.add_argument("--out", type=Path, default=None, help="also write all summaries as JSON here")
     ap.add_argument("--ours-from", type=Path, default=None, help="reuse our summaries from an earlier --out file")
+    ap.add_argument("--pyifd-from", type=Path, default=None,
+                    help="reuse pyIFD summaries from an earlier --out file, except the algorithms in --rescore")
+    ap.add_argument("--rescore", default="", help="with --pyifd-from: pyIFD algorithms to score again (e.g. CAGI)")
     args = ap.parse_args()
 
     cache = args.cache or Path.home() / ".cache" / "imlforensics" / "pyifd" / args.dataset.name
@@ -121,8 +124,11 @@ def main() -> None:
     else:
         print(f"no pyIFD interpreter at {args.pyifd_python}: using cached maps in {cache} only", file=sys.stderr)
 
-    theirs: dict[str, dict] = {}
+    theirs: dict[str, dict] = json.loads(args.pyifd_from.read_text())["pyifd"] if args.pyifd_from else {}
+    rescore = set(filter(None, args.rescore.split(",")))
     for algo in ["ELA", "NOI1", "BLK", "CAGI", "ADQ1", "ADQ2"]:
+        if algo in theirs and algo not in rescore:
+            continue
         scored = []
         for src, invert in VARIANTS.get(algo, [(algo, False)]):
             s = summarize(score_pyifd(src, samples, cache, invert), 0.5)

@@ -8,8 +8,8 @@ prepares an image and reads the output; this module only runs that recipe:
 2. forward under ``torch.inference_mode()`` (fp32; ``half=True`` runs under bf16 autocast);
 3. sigmoid, then the map is brought back to the image's resolution.
 
-By default the official behaviour is kept, including its resize of large images to the model's
-input size. ``tile=True`` instead slides windows of the native input size over the full-resolution
+By default the official behaviour is kept for large images (Mesorch and SparseViT resize them to
+their input size; IML-ViT analyses only the top-left 1024 x 1024 window, and the output says so). ``tile=True`` instead slides windows of the native input size over the full-resolution
 image (overlap ``tile_overlap``) and blends their maps, so a 12-megapixel photo is analysed at its
 own resolution. No model has an image-level head, so the image score is the map's maximum.
 """
@@ -95,6 +95,7 @@ class DeepDetector(Detector):
     def probability_map(self, rgb: np.ndarray) -> np.ndarray:
         """The official pipeline on one uint8 RGB array: a float32 map at its resolution."""
         x, meta = preprocess(rgb, self.card.preprocess)
+        self._cropped = meta.cropped
         return restore(self._forward(x), meta)
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
@@ -111,8 +112,12 @@ class DeepDetector(Detector):
             heat = acc / norm
         else:
             heat = self.probability_map(rgb)
+        notes = []
+        if len(windows) <= 1 and getattr(self, "_cropped", False):
+            notes.append(f"as in the official {self.name} pipeline, only the top-left {self.size}x{self.size} "
+                         "pixels were analysed (the rest of the map is 0); --tile analyses the whole image")
         src = self.weights_info.get("source", {})
-        extras = {"device": self.device, "precision": "bf16-autocast" if self.half else "fp32",
+        extras = {"notes": notes, "device": self.device, "precision": "bf16-autocast" if self.half else "fp32",
                   "tiles": max(1, len(windows)), "input_size": self.size,
                   "weights": {k: src.get(k) for k in ("kind", "file", "repo", "sha256") if src.get(k)}}
         return heat, float(heat.max()), extras

@@ -5,9 +5,11 @@ Two layouts cover the models we ship (see the ``[preprocess]`` table of each car
 * ``resize``: the image is resized to ``size`` x ``size`` with OpenCV (the interpolation the
   official pipeline uses, on uint8 pixels as albumentations does), then normalised; the model's
   ``size`` x ``size`` map is resized back to the image's resolution.
-* ``pad``: the image is zero-padded at the bottom and right to ``size`` x ``size`` (an image with a
-  side longer than ``size`` is first resized so that its long side is ``size``); the map is cropped
-  back to the image's window (and resized back if the image was shrunk).
+* ``pad``: the image is zero-padded at the bottom and right to ``size`` x ``size``; the map is
+  cropped back to the image's window. An image with a side longer than ``size`` is handled as the
+  card's ``large`` says: ``crop`` (IML-ViT's official pipeline) analyses only its top-left
+  ``size`` x ``size`` and leaves the rest of the map at 0; ``resize`` shrinks it so that its long
+  side is ``size`` and resizes the map back.
 
 ``tiles`` gives the sliding windows of the optional tiled mode: windows of the model's native size
 over the full-resolution image with overlap, blended by :func:`blend_weight`.
@@ -36,6 +38,7 @@ class Meta:
     mode: str
     inner: tuple[int, int]  # (h, w) of the image inside the model input (pad mode)
     resized: bool
+    cropped: bool = False  # pad mode, large="crop": only the top-left window was analysed
 
 
 def _interp(cfg: dict[str, Any]) -> int:
@@ -55,8 +58,13 @@ def preprocess(rgb: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, Meta]:
         x = (img.astype(np.float32) / 255.0 - mean) / std
         meta = Meta(h, w, mode, (size, size), (h, w) != (size, size))
     elif mode == "pad":
-        img, resized = rgb, False
-        if max(h, w) > size:
+        img, resized, cropped = rgb, False, False
+        large = str(cfg.get("large", "resize"))
+        if large not in ("crop", "resize"):
+            raise ValueError(f"unknown large-image policy {large!r}")
+        if max(h, w) > size and large == "crop":
+            img, cropped = rgb[:size, :size], True
+        elif max(h, w) > size:
             scale = size / max(h, w)
             nh, nw = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))
             img, resized = cv2.resize(rgb, (nw, nh), interpolation=_interp(cfg)), True
@@ -67,7 +75,7 @@ def preprocess(rgb: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, Meta]:
         else:
             x = (x - mean) / std
             x[:ih, :iw] = (img.astype(np.float32) / 255.0 - mean) / std
-        meta = Meta(h, w, mode, (ih, iw), resized)
+        meta = Meta(h, w, mode, (ih, iw), resized, cropped)
     else:
         raise ValueError(f"unknown preprocessing mode {mode!r}")
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32), meta
@@ -78,6 +86,10 @@ def restore(prob: np.ndarray, meta: Meta) -> np.ndarray:
     prob = np.asarray(prob, np.float32)
     if meta.mode == "pad":
         prob = prob[: meta.inner[0], : meta.inner[1]]
+    if meta.cropped:
+        full = np.zeros((meta.height, meta.width), np.float32)
+        full[: prob.shape[0], : prob.shape[1]] = prob
+        return np.clip(full, 0.0, 1.0)
     if prob.shape != (meta.height, meta.width):
         prob = cv2.resize(prob, (meta.width, meta.height), interpolation=cv2.INTER_LINEAR)
     return np.clip(prob, 0.0, 1.0)

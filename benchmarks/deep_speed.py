@@ -1,0 +1,127 @@
+"""Forward time and peak memory of our deep models against IMDL-BenCo's, on the same weights, in one run.
+
+    python benchmarks/deep_speed.py [--models mesorch,sparsevit,iml-vit] [--threads 2] [--reps 5]
+        [--device cpu|cuda]
+
+Needs the test-only reference (``pip install --no-deps imdlbenco==0.1.45 && pip install fvcore``).
+For each model: both implementations are built, IMDL-BenCo's random weights are copied into ours
+(strict), the same input at the model's native size goes through both (batch 1, fp32), one warm-up
+each, then ``--reps`` forwards alternating ours / reference; the table gives medians, their ratio
+and the max abs difference of the sigmoid maps. Peak memory is measured in a fresh process per
+implementation (peak resident set size during one forward, minus the resident size before it, so
+it counts activations and workspace, not the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from imlforensics.cards import load_card
+from imlforensics.models.reference import build_reference, imdlbenco_available
+
+REFERENCE_NAME = {"mesorch": "mesorch", "sparsevit": "sparsevit", "iml-vit": "iml-vit"}
+
+
+def build_pair(name: str, device: str):
+    card = load_card(name)
+    ref, ref_predict = build_reference(REFERENCE_NAME[name])
+    ours = card.build().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    size = int(card.preprocess["size"])
+    return ours.to(device), ref.to(device), ref_predict, size
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def compare(name: str, reps: int, device: str) -> dict:
+    ours, ref, ref_predict, size = build_pair(name, device)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        a = torch.sigmoid(ours(x))
+        b = ref_predict(ref, x)
+        diff = float((a - b).abs().max())
+        t_ours, t_ref = [], []
+        for _ in range(reps):
+            t_ours.append(timed(lambda: ours(x), device))
+            t_ref.append(timed(lambda: ref_predict(ref, x), device))
+    m_ours, m_ref = statistics.median(t_ours), statistics.median(t_ref)
+    return {"model": name, "size": size, "ours_s": m_ours, "reference_s": m_ref, "speedup": m_ref / m_ours,
+            "max_abs_diff": diff}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 1e6
+
+
+def measure_memory(name: str, impl: str, device: str) -> dict:
+    """Run in a fresh process: peak RSS (CPU) or peak allocated (CUDA) of one forward, in MB."""
+    ours, ref, ref_predict, size = build_pair(name, device)
+    model = ours if impl == "ours" else ref
+    ours = ref = None  # keep only the measured model resident
+    x = torch.randn(1, 3, size, size).to(device)
+    with torch.inference_mode():
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            (model(x) if impl == "ours" else ref_predict(model, x))
+            return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 1e6}
+        base = _rss_mb()
+        (model(x) if impl == "ours" else ref_predict(model, x))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB -> MB on Linux
+        return {"peak_mb": peak - base}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="mesorch,sparsevit,iml-vit")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--memory-of", nargs=2, metavar=("MODEL", "IMPL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if not imdlbenco_available():
+        sys.exit("IMDL-BenCo is not installed: pip install --no-deps imdlbenco==0.1.45 && pip install fvcore")
+    if args.memory_of:
+        print(json.dumps(measure_memory(*args.memory_of, args.device)))
+        return
+    rows = []
+    for name in args.models.split(","):
+        print(f"timing {name} ...", file=sys.stderr)
+        row = compare(name, args.reps, args.device)
+        for impl in ("ours", "reference"):
+            r = subprocess.run([sys.executable, __file__, "--memory-of", name, impl, "--threads", str(args.threads),
+                                "--device", args.device], capture_output=True, text=True, check=True)
+            row[f"{impl}_peak_mb"] = json.loads(r.stdout.strip().splitlines()[-1])["peak_mb"]
+        rows.append(row)
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} threads"
+    print(f"\n{dev}, batch 1, fp32, median of {args.reps} after one warm-up, same weights, same run\n")
+    print("| model | input | ours (s) | IMDL-BenCo (s) | speed-up | max abs diff (sigmoid) | peak MB ours / ref |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['size']}x{r['size']} | {r['ours_s']:.3f} | {r['reference_s']:.3f} | "
+              f"{r['speedup']:.2f}x | {r['max_abs_diff']:.1e} | {r['ours_peak_mb']:.0f} / {r['reference_peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
