@@ -3,7 +3,8 @@
     python benchmarks/deep_speed.py [--models mesorch,sparsevit,iml-vit] [--threads 2] [--reps 5]
         [--device cpu|cuda]
 
-Needs the test-only reference (``pip install --no-deps imdlbenco==0.1.45 && pip install fvcore``).
+For Mesorch-P the reference is the authors' assembly of IMDL-BenCo's Mesorch parts (IMDL-BenCo
+ships only the full model; see imlforensics/models/reference.py). Needs the test-only reference (``pip install --no-deps imdlbenco==0.1.45 && pip install fvcore``).
 For each model: both implementations are built, IMDL-BenCo's random weights are copied into ours
 (strict), the same input at the model's native size goes through both (batch 1, fp32), one warm-up
 each, then ``--reps`` forwards alternating ours / reference; the table gives medians, their ratio
@@ -27,7 +28,7 @@ import torch
 from imlforensics.cards import load_card
 from imlforensics.models.reference import build_reference, imdlbenco_available
 
-REFERENCE_NAME = {"mesorch": "mesorch", "sparsevit": "sparsevit", "iml-vit": "iml-vit"}
+REFERENCE_NAME = {"mesorch": "mesorch", "mesorch-p": "mesorch-p", "sparsevit": "sparsevit", "iml-vit": "iml-vit"}
 
 
 def build_pair(name: str, device: str):
@@ -93,7 +94,7 @@ def measure_memory(name: str, impl: str, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="mesorch,sparsevit,iml-vit")
+    ap.add_argument("--models", default="mesorch,mesorch-p,sparsevit,iml-vit")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--device", default="cpu")

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from imlforensics.models.mesorch import Mesorch
+from imlforensics.models.mesorch import Mesorch, MesorchP
 from imlforensics.models.reference import build_reference, imdlbenco_available
 
 MANIFEST = Path(__file__).parent / "manifests" / "mesorch.json"
+MANIFEST_P = Path(__file__).parent / "manifests" / "mesorch-p.json"
 needs_reference = pytest.mark.skipif(not imdlbenco_available(), reason="IMDL-BenCo (test-only reference) not installed")
 
 
@@ -98,8 +99,30 @@ def test_bf16_autocast_runs_and_stays_close():
     assert torch.isfinite(half).all() and float((full - half).abs().max()) < 0.05
 
 
+def test_mesorch_p_matches_its_official_keys_and_the_authors_assembly():
+    with torch.device("meta"):
+        ours = {k: list(v.shape) for k, v in MesorchP().state_dict().items()}
+    official = json.loads(MANIFEST_P.read_text())["keys"]
+    assert ours == official, f"differs: {sorted(set(ours) ^ set(official))[:5]}"
+    assert not any(k.startswith(("convnext.head", "convnext.stages.3", "gate")) for k in ours)
+    assert sum(np.prod(s) for s in ours.values()) == pytest.approx(62.24e6, rel=1e-3)
+
+
+@needs_reference
+def test_mesorch_p_parity_with_the_authors_assembly_of_imdlbenco_parts():
+    ref, predict = build_reference("mesorch-p")
+    ref.load_state_dict(randomised(ref.state_dict(), seed=3))
+    ours = MesorchP().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        theirs, mine = predict(ref.eval(), x), torch.sigmoid(ours(x))
+    assert float(theirs.std()) > 1e-3 and float((mine - theirs).abs().max()) < 1e-4
+
+
 if __name__ == "__main__" and "--write-manifest" in sys.argv:
-    ref, _ = build_reference("mesorch")
-    data = json.loads(MANIFEST.read_text())
-    data["keys"] = {k: list(v.shape) for k, v in ref.state_dict().items()}
-    MANIFEST.write_text(json.dumps(data, indent=0) + "\n")
+    for name, path in (("mesorch", MANIFEST), ("mesorch-p", MANIFEST_P)):
+        ref, _ = build_reference(name)
+        data = json.loads(path.read_text())
+        data["keys"] = {k: list(v.shape) for k, v in ref.state_dict().items()}
+        path.write_text(json.dumps(data, indent=0) + "\n")

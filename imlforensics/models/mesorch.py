@@ -12,6 +12,10 @@ for Image Manipulation Localization", AAAI 2025 (arXiv 2412.13753; code scu-zjz/
   to one channel by a 1x1 conv, and mixed by a per-pixel softmax gate computed from RGB + high + low.
 * The logits are upsampled bilinearly (align_corners=True) to 512 x 512.
 
+Mesorch-P (``MesorchP``, 62.24 M parameters, the paper's pruned variant, ``mesorch_p.py`` of the
+official repository): ConvNeXt without its last stage and head, five scales (ConvNeXt stages 1 and
+3, MiT stages 2-4), no gate: the five one-channel maps are summed.
+
 Parameter names and shapes are those of the official checkpoint (``mesorch-98.pth``'s ``model``).
 At inference, linear layers that follow each other without a non-linearity in between are folded
 into one (the last transposed conv of each stack with its 1x1 reduction; the gate's 3x3 and two
@@ -137,6 +141,38 @@ class ScoreNetwork(nn.Module):
         return torch.softmax(self.conv2(x + y).float(), dim=1)
 
 
+def _folded_heads(stacks: list, inverse: nn.ModuleList) -> list:
+    """Each (transposed-conv stack, 1x1 reduction) pair with the stack's last layer and the 1x1 conv
+    folded into one transposed conv to a single channel: (leading layers, weight, bias) or None."""
+    heads = []
+    for stack, inv in zip(stacks, inverse):
+        if stack is None:
+            heads.append(None)
+            continue
+        layers = list(stack) if isinstance(stack, nn.Sequential) else [stack]
+        last = layers[-1]  # ConvTranspose (cin, cout, 4, 4) then 1x1 (1, cout)
+        w1 = inv.weight[:, :, 0, 0]  # (1, cout)
+        heads.append((layers[:-1], torch.einsum("oc,ickl->iokl", w1, last.weight), w1 @ last.bias + inv.bias))
+    return heads
+
+
+def _apply_heads(feats: list[torch.Tensor], heads: list, inverse: nn.ModuleList) -> list[torch.Tensor]:
+    maps = []
+    for f, head, inv in zip(feats, heads, inverse):
+        if head is None:
+            maps.append(inv(f))
+            continue
+        layers, weight, bias = head
+        for layer in layers:
+            f = layer(f)
+        maps.append(F.conv_transpose2d(f, weight, bias, stride=2, padding=1))
+    return maps
+
+
+def _param_key(module: nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
 class Mesorch(nn.Module):
     """Mesorch (full model, 85.75 M parameters). ``forward`` takes the ImageNet-normalised image
     (B, 3, 512, 512) and returns logits (B, 1, 512, 512)."""
@@ -156,19 +192,9 @@ class Mesorch(nn.Module):
 
     def _fold(self) -> tuple:
         """Folded inference weights, recomputed when any parameter changed (e.g. load_state_dict)."""
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        key = _param_key(self)
         if self._folded_key != key:
-            heads = []
-            for stack, inv in zip(self.upsample.stacks(), self.inverse):
-                if stack is None:
-                    heads.append(None)
-                    continue
-                layers = list(stack) if isinstance(stack, nn.Sequential) else [stack]
-                last = layers[-1]  # ConvTranspose (cin, cout, 4, 4) then 1x1 (1, cout)
-                w1 = inv.weight[:, :, 0, 0]  # (1, cout)
-                weight = torch.einsum("oc,ickl->iokl", w1, last.weight)
-                bias = w1 @ last.bias + inv.bias
-                heads.append((layers[:-1], weight, bias))
+            heads = _folded_heads(self.upsample.stacks(), self.inverse)
             self._folded, self._folded_key = (heads, self.gate.folded()), key
         return self._folded
 
@@ -192,15 +218,61 @@ class Mesorch(nn.Module):
             gate = self.gate(gate_in)
         else:
             heads, gate_folded = self._fold()
-            maps = []
-            for f, head, inv in zip(feats, heads, self.inverse):
-                if head is None:
-                    maps.append(inv(f))
-                    continue
-                layers, weight, bias = head
-                for layer in layers:
-                    f = layer(f)
-                maps.append(F.conv_transpose2d(f, weight, bias, stride=2, padding=1))
+            maps = _apply_heads(feats, heads, self.inverse)
             gate = self.gate(gate_in, gate_folded)
         logits = (gate * torch.cat(maps, 1)).sum(1, keepdim=True)
+        return F.interpolate(logits, size=(self.size, self.size), mode="bilinear", align_corners=True)
+
+
+class UpsampleP(nn.Module):
+    """Mesorch-P's stacks: ConvNeXt stage 3 and MiT stages 2-4 to 1/4 resolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.upsamples2 = _stack(MIT_DIMS, 1)
+        self.upsamplec3 = _stack(CONVNEXT_DIMS, 2)
+        self.upsamples3 = _stack(MIT_DIMS, 2)
+        self.upsamples4 = _stack(MIT_DIMS, 3)
+
+    def stacks(self) -> list[nn.Module | None]:
+        """Per feature (c1, c3, s2, s3, s4) its stack."""
+        return [None, self.upsamplec3, self.upsamples2, self.upsamples3, self.upsamples4]
+
+
+class MesorchP(nn.Module):
+    """Mesorch-P (62.24 M parameters): same input and output as :class:`Mesorch`."""
+
+    def __init__(self, size: int = 512):
+        super().__init__()
+        self.size = size
+        self.convnext = ConvNeXt(depths=(3, 3, 9, 3), dims=CONVNEXT_DIMS)
+        self.convnext.stem[0] = nn.Conv2d(6, CONVNEXT_DIMS[0], 4, 4, bias=False)
+        self.convnext.stages = self.convnext.stages[:-1]
+        del self.convnext.head
+        self.segformer = MixVisionTransformer(in_chans=6)
+        self.upsample = UpsampleP()
+        self.inverse = nn.ModuleList([nn.Conv2d(96, 1, 1) for _ in range(2)] + [nn.Conv2d(64, 1, 1) for _ in range(3)])
+        self.dct = DctFilters()
+        self._folded: list | None = None
+        self._folded_key: tuple | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high, low = self.dct(x)
+        c = torch.cat([x, high], 1)
+        if not c.is_cuda:
+            c = c.contiguous(memory_format=torch.channels_last)
+        c = self.convnext.stem(c)
+        conv = []
+        for stage in self.convnext.stages:
+            c = stage(c)
+            conv.append(c)
+        feats = [conv[0], conv[2]] + self.segformer(torch.cat([x, low], 1))[1:]
+        if torch.is_grad_enabled():
+            maps = [inv(f if st is None else st(f)) for f, st, inv in zip(feats, self.upsample.stacks(), self.inverse)]
+        else:
+            key = _param_key(self)
+            if self._folded_key != key:
+                self._folded, self._folded_key = _folded_heads(self.upsample.stacks(), self.inverse), key
+            maps = _apply_heads(feats, self._folded, self.inverse)
+        logits = torch.cat(maps, 1).sum(1, keepdim=True)
         return F.interpolate(logits, size=(self.size, self.size), mode="bilinear", align_corners=True)

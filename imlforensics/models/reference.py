@@ -61,6 +61,8 @@ def build_reference(name: str):
     if name == "mesorch":
         mod = import_reference("model_zoo.mesorch.mesorch")
         model = mod.Mesorch(seg_pretrain_path=None, conv_pretrain=False)
+    elif name == "mesorch-p":
+        model = _mesorch_p_reference()
     elif name == "sparsevit":
         mod = import_reference("model_zoo.sparse_vit.sparse_vit")
         model = mod.SparseViT(img_size=512)
@@ -72,6 +74,8 @@ def build_reference(name: str):
 
     def predict(m, x: "torch.Tensor") -> "torch.Tensor":
         zeros = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
+        if name == "mesorch-p":
+            return m(x)
         if name == "mesorch":
             out = m(x, zeros, torch.zeros(x.shape[0]))
         elif name == "sparsevit":
@@ -81,3 +85,48 @@ def build_reference(name: str):
         return out["pred_mask"]
 
     return model.eval(), predict
+
+
+def _mesorch_p_reference():
+    """Mesorch-P as the authors' ``mesorch_p.py`` (scu-zjz/Mesorch) assembles it, from IMDL-BenCo's
+    Mesorch parts (IMDL-BenCo 0.1.45 ships only the full model): ConvNeXt without its last stage
+    and head, MiT stages 2-4, four transposed-conv stacks, five 1x1 reductions summed, no gate."""
+    import torch
+    from torch import nn
+
+    mod = import_reference("model_zoo.mesorch.mesorch")
+
+    def up(cin, cout):
+        return nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1)
+
+    class Upsample(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.upsamples2 = up(128, 64)
+            self.upsamplec3 = nn.Sequential(up(384, 192), up(192, 96))
+            self.upsamples3 = nn.Sequential(up(320, 128), up(128, 64))
+            self.upsamples4 = nn.Sequential(up(512, 320), up(320, 128), up(128, 64))
+
+    class MesorchP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convnext = mod.ConvNeXt(False)
+            self.convnext.stages = self.convnext.stages[:-1]
+            del self.convnext.head
+            self.segformer = mod.MixVisionTransformer(None)
+            self.upsample = Upsample()
+            self.low_dct = mod.LowDctFrequencyExtractor()
+            self.high_dct = mod.HighDctFrequencyExtractor()
+            self.inverse = nn.ModuleList([nn.Conv2d(96, 1, 1) for _ in range(2)] + [nn.Conv2d(64, 1, 1) for _ in range(3)])
+            self.resize = nn.Upsample(size=(512, 512), mode="bilinear", align_corners=True)
+
+        def forward(self, image):
+            high, low = self.high_dct(image), self.low_dct(image)
+            _, c = self.convnext(torch.concat([image, high], dim=1))
+            _, s = self.segformer(torch.concat([image, low], dim=1))
+            u = self.upsample
+            feats = [c[0], u.upsamplec3(c[2]), u.upsamples2(s[1]), u.upsamples3(s[2]), u.upsamples4(s[3])]
+            logits = torch.sum(torch.concat([self.inverse[i](f) for i, f in enumerate(feats)], dim=1), dim=1, keepdim=True)
+            return torch.sigmoid(self.resize(logits).float())
+
+    return MesorchP()
