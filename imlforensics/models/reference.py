@@ -56,21 +56,25 @@ def build_reference(name: str):
     Returns ``(module, predict)`` where ``predict(module, x)`` takes the normalised input tensor
     (B, 3, S, S) and returns IMDL-BenCo's ``pred_mask`` (already a sigmoid map).
     """
+    import contextlib
+    import io
+
     import torch
 
-    if name == "mesorch":
-        mod = import_reference("model_zoo.mesorch.mesorch")
-        model = mod.Mesorch(seg_pretrain_path=None, conv_pretrain=False)
-    elif name == "mesorch-p":
-        model = _mesorch_p_reference()
-    elif name == "sparsevit":
-        mod = import_reference("model_zoo.sparse_vit.sparse_vit")
-        model = mod.SparseViT(img_size=512)
-    elif name == "iml-vit":
-        mod = import_reference("model_zoo.iml_vit.iml_vit")
-        model = mod.IML_ViT(input_size=1024)
-    else:
-        raise ImlfError(f"IMDL-BenCo has no reference for {name!r}")
+    with contextlib.redirect_stdout(io.StringIO()):  # its constructors print progress lines
+        if name == "mesorch":
+            mod = import_reference("model_zoo.mesorch.mesorch")
+            model = mod.Mesorch(seg_pretrain_path=None, conv_pretrain=False)
+        elif name == "mesorch-p":
+            model = _mesorch_p_reference()
+        elif name == "sparsevit":
+            mod = import_reference("model_zoo.sparse_vit.sparse_vit")
+            model = mod.SparseViT(img_size=512)
+        elif name == "iml-vit":
+            mod = import_reference("model_zoo.iml_vit.iml_vit")
+            model = mod.IML_ViT(input_size=1024)
+        else:
+            raise ImlfError(f"IMDL-BenCo has no reference for {name!r}")
 
     def predict(m, x: "torch.Tensor") -> "torch.Tensor":
         zeros = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
