@@ -9,8 +9,8 @@ For each model: both implementations are built, IMDL-BenCo's random weights are 
 (strict), the same input at the model's native size goes through both (batch 1, fp32), one warm-up
 each, then ``--reps`` forwards alternating ours / reference; the table gives medians, their ratio
 and the max abs difference of the sigmoid maps. Peak memory is measured in a fresh process per
-implementation (peak resident set size during one forward, minus the resident size before it, so
-it counts activations and workspace, not the weights).
+implementation (peak resident set size during one forward, sampled every 2 ms, minus the resident
+size before it: activations and workspace, not the weights).
 """
 
 from __future__ import annotations
@@ -75,21 +75,36 @@ def _rss_mb() -> float:
 
 
 def measure_memory(name: str, impl: str, device: str) -> dict:
-    """Run in a fresh process: peak RSS (CPU) or peak allocated (CUDA) of one forward, in MB."""
-    ours, ref, ref_predict, size = build_pair(name, device)
-    model = ours if impl == "ours" else ref
-    ours = ref = None  # keep only the measured model resident
+    """Run in a fresh process holding only the measured model: the peak resident size (CPU, sampled
+    every 2 ms by a thread) or peak allocation (CUDA) during one forward, above the level before it."""
+    import threading
+
+    size = int(load_card(name).preprocess["size"])
+    if impl == "ours":
+        model, run = load_card(name).build().eval().to(device), lambda m, x: m(x)
+    else:
+        model, run = build_reference(REFERENCE_NAME[name])
+        model = model.to(device)
     x = torch.randn(1, 3, size, size).to(device)
     with torch.inference_mode():
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-            (model(x) if impl == "ours" else ref_predict(model, x))
+            run(model, x)
             return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 1e6}
-        base = _rss_mb()
-        (model(x) if impl == "ours" else ref_predict(model, x))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB -> MB on Linux
-        return {"peak_mb": peak - base}
+        base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss_mb())
+                time.sleep(0.002)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        run(model, x)
+        done.set()
+        t.join()
+        return {"peak_mb": max(peak[0], _rss_mb()) - base}
 
 
 def main() -> None:
