@@ -158,8 +158,13 @@ def test_eval_from_a_detector_equals_eval_from_written_maps(toy_detector, exampl
 def test_models_lists_every_detector_with_its_paper():
     r = imlf("models", "--json")
     rows = {m["name"]: m for m in json.loads(r.stdout)}
-    assert {"ela", "noise", "jpeg-grid", "dq", "copymove"} <= set(rows)
-    assert all(m["paper"] and m["kind"] == "classical" for m in rows.values())
+    classical = {"ela", "noise", "jpeg-grid", "dq", "copymove"}
+    deep = {"mesorch", "mesorch-p", "sparsevit", "iml-vit"}
+    assert classical | deep <= set(rows)
+    assert all(m["paper"] and m["license"] for m in rows.values())
+    assert all(rows[n]["kind"] == "classical" and rows[n]["weights"] == "not needed" for n in classical)
+    assert all(rows[n]["kind"] == "deep" and rows[n]["weights"] in ("not cached",) or
+               rows[n]["weights"].startswith("cached") for n in deep)
     assert rows["dq"]["input"] == "JPEG only"
     assert sum(m["default"] for m in rows.values()) == 1
 
