@@ -163,8 +163,8 @@ def test_models_lists_every_detector_with_its_paper():
     assert classical | deep <= set(rows)
     assert all(m["paper"] and m["license"] for m in rows.values())
     assert all(rows[n]["kind"] == "classical" and rows[n]["weights"] == "not needed" for n in classical)
-    assert all(rows[n]["kind"] == "deep" and rows[n]["weights"] in ("not cached",) or
-               rows[n]["weights"].startswith("cached") for n in deep)
+    assert all(rows[n]["kind"] == "deep" and (rows[n]["weights"] == "not cached" or rows[n]["weights"].startswith("cached"))
+               for n in deep)
     assert rows["dq"]["input"] == "JPEG only"
     assert sum(m["default"] for m in rows.values()) == 1
 
