@@ -62,6 +62,10 @@ def detect_file(
     write_atomic(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)), overwrite)
     if paths.raw is not None:
         write_atomic(paths.raw, npy_bytes(pred.heatmap), overwrite)
+    for layer, arr in pred.layers.items():  # e.g. a committee's agreement and disagreement maps
+        target = paths.json.with_name(paths.json.name[: -len(".json")] + f".{layer}.png")
+        write_atomic(target, png_bytes(heatmap_u8(arr)), overwrite)
+        record.setdefault("outputs", {})[layer] = str(target)
     record["seconds"] = round(time.perf_counter() - start, 4)
     write_atomic(paths.json, json_bytes(record), overwrite)  # last: its presence marks completion
     return record

@@ -5,4 +5,6 @@ from .base import Detector, Prediction
 
 deep.register_cards()
 
+from .. import ensemble  # noqa: E402,F401  (registers the committee, which builds on the detectors above)
+
 __all__ = ["Detector", "Prediction"]

@@ -28,6 +28,7 @@ class Prediction:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # extra maps in [0, 1] (a committee's agreement, ...)
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """Boolean mask of pixels whose heat is at or above ``threshold``."""
@@ -53,6 +54,7 @@ class Detector:
         seconds = time.perf_counter() - start
         heatmap = _checked_heatmap(heatmap, img, self.name)
         notes = list(img.notes) + list(extras.pop("notes", []))
+        layers = extras.pop("_layers", {})
         return Prediction(
             heatmap=heatmap,
             score=float(np.clip(score, 0.0, 1.0)),
@@ -61,6 +63,7 @@ class Detector:
             seconds=seconds,
             notes=notes,
             extras=extras,
+            layers=layers,
         )
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:

@@ -1,0 +1,150 @@
+"""``imlf calibrate``: measure committee members on a labelled dataset and write priors.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .cli import EXIT_FAILED, _escape, _progress, err, fail
+from .errors import ImlfError
+
+
+def calibrate_command(
+    dataset: Path = typer.Argument(..., help="Labelled dataset in IMDL-BenCo layout (Tp/ + Gt/ [+ Au/]) or a JSON list."),
+    models: str = typer.Option("ela,noise,jpeg-grid,dq,copymove", "--models", "-m", help="Comma-separated members."),
+    out: Path = typer.Option(Path("priors.json"), "--out", "-o", help="Where to write the priors file."),
+    prior: str = typer.Option("f1", "--prior", help="Prior of each member: f1 (pixel F1 at its best fixed threshold) or auc."),
+    half: Optional[int] = typer.Option(None, "--half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1); evaluate on the other."),
+    heldout: float = typer.Option(0.25, "--heldout", min=0.0, max=0.9, help="Share of images held out to check the calibration."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing priors file."),
+    json_out: bool = typer.Option(False, "--json", help="Also print the priors document on stdout."),
+) -> None:
+    """Run each member over a labelled dataset: prior, threshold and calibration curve per member."""
+    from .calibrate import calibrate, iter_names, priors_document, split_half
+    from .datasets import load_dataset
+    from .outputs import json_bytes, write_atomic
+    from .registry import canonical_name, load_detector
+
+    if prior not in ("f1", "auc"):
+        raise fail("--prior must be f1 or auc")
+    try:
+        names = [canonical_name(n) for n in iter_names([models])]
+        if "committee" in names:
+            raise ImlfError("a committee cannot be a member of a committee")
+        samples = load_dataset(dataset)
+        if half is not None:
+            samples = split_half(samples, half)
+        samples = samples[:limit] if limit else samples
+        if out.exists() and not overwrite:
+            raise ImlfError(f"{out} exists (use --overwrite to replace it)")
+        detectors = {n: load_detector(n) for n in names}
+    except ImlfError as exc:
+        raise fail(_escape(str(exc)))
+    runners = {n: (lambda path, d=d: d.predict(path).heatmap) for n, d in detectors.items()}
+    with _progress(len(samples), json_out) as advance:
+        try:
+            members = calibrate(samples, runners, prior, heldout, progress=advance)
+        except ImlfError as exc:
+            raise fail(_escape(str(exc)), EXIT_FAILED)
+    label = f"{dataset}" + (f" (half {half})" if half is not None else "")
+    doc = priors_document(label, members, {n: d.version for n, d in detectors.items()}, prior, len(samples))
+    try:
+        write_atomic(out, json_bytes(doc), overwrite)
+    except ImlfError as exc:
+        raise fail(_escape(str(exc)), EXIT_FAILED)
+    for n, m in members.items():
+        h = m["heldout"]
+        err.print(f"{n:10s} prior {m['prior']:6.2f}  F1 {m['f1_best_fixed']:.3f} at {m['threshold']:.2f}  "
+                  f"AUC {m['auc']:.3f}  held-out Brier {h.get('brier_raw', float('nan')):.4f} -> "
+                  f"{h.get('brier_calibrated', float('nan')):.4f}")
+    err.print(f"priors written to {_escape(str(out))}")
+    if json_out:
+        sys.stdout.write(json.dumps(doc) + "\n")
+
+
+def ensemble_command(
+    inputs: list[str] = typer.Argument(..., help="Folders (searched recursively), image files or glob patterns."),
+    out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder."),
+    models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated members (default: all in the priors file)."),
+    priors: Optional[Path] = typer.Option(None, "--priors", help="Priors from `imlf calibrate` (default: the shipped classical priors)."),
+    voter: str = typer.Option("prior", "--voter", help="prior: weights softmax(prior / T); equal: 1/N."),
+    temperature: float = typer.Option(5.0, "--temperature", "-T", help="CV-DD temperature T (percent points)."),
+    fusion: str = typer.Option("logit", "--fusion", help="logit (default), mean or vote."),
+    save_members: bool = typer.Option(False, "--save-members", help="Also write each member's map."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Fused heat at or above which a pixel is in the mask."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (each loads the committee once)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip images a previous run into --out finished."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process the K-th of N deterministic shares."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per image on stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
+    save_raw: bool = typer.Option(False, "--save-raw", help="Also write the fused float map as .npy."),
+    device: str = typer.Option("auto", "--device", help="Deep members: auto, cpu, cuda or mps."),
+) -> None:
+    """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
+    from functools import partial
+
+    from .batch import Ledger, parse_shard, in_shard, read_ledger, run_batch, summary_csv
+    from .cli import _report_failure
+    from .image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+    from .inputs import expand_inputs, output_stems
+    from .outputs import check_writable_dir, write_atomic
+    from .registry import load_detector
+
+    opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
+            "fusion": fusion, "save_members": save_members, "device": device}
+    try:
+        share = parse_shard(shard)
+        load_detector("committee", **opts)  # fail early: bad options, unknown members, no usable member
+        check_writable_dir(out_dir)
+    except ImlfError as exc:
+        raise fail(_escape(str(exc)))
+    files, problems = expand_inputs(inputs, recursive=True)
+    for arg, reason in problems:
+        _report_failure(arg, reason, json_lines)
+    skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
+               if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if skipped:
+        err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {_escape(str(skipped[0]))})")
+    files = [f for f in files if in_shard(f, share)]
+    done = read_ledger(out_dir) if resume else {}
+    stems = output_stems(files)
+    todo = [f for f in files if str(f) not in done]
+    if resume:
+        err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
+    job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite or resume, "save_raw": save_raw,
+           "max_pixels": DEFAULT_MAX_PIXELS, "protected": [str(f.resolve()) for f in files]}
+    ledger = Ledger(out_dir)
+    rows = [{"image": k, "status": "done", "record": v.get("summary", {})} for k, v in done.items()]
+    failed = len(problems)
+    try:
+        with _progress(len(todo), json_lines) as advance:
+            for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts), job, jobs):
+                rec = res.get("record")
+                if res["status"] == "done":
+                    ledger.add({"image": res["image"], "status": "done", "json": rec["outputs"]["json"],
+                                "summary": {k: rec.get(k) for k in ("score", "tampered_fraction", "seconds")}})
+                    if json_lines:
+                        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        sys.stdout.flush()
+                else:
+                    failed += 1
+                    _report_failure(res["image"], res["error"], json_lines)
+                rows.append(res)
+                advance()
+    finally:
+        ledger.close()
+    try:
+        write_atomic(out_dir / "summary.csv", summary_csv(rows, threshold).encode(), True)
+    except ImlfError as exc:
+        err.print(f"imlf: {exc}")
+    flagged = sum(1 for r in rows if (r.get("record") or {}).get("score", 0) is not None
+                  and (r.get("record") or {}).get("score", 0) >= threshold)
+    err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
+              f"(score >= {threshold}); summary in {_escape(str(out_dir / 'summary.csv'))}")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
