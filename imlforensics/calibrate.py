@@ -34,15 +34,18 @@ FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
 
 
+def _unit_hash(path: str | Path, salt: str) -> float:
+    return int(hashlib.sha256(f"{salt}:{Path(path).name}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def heldout(path: str | Path, share: float) -> bool:
-    """Deterministic split: True for the held-out share of images."""
-    h = int(hashlib.sha256(str(Path(path).name).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < share
+    """Deterministic split: True for the held-out share of images (independent of the halves)."""
+    return _unit_hash(path, "heldout") < share
 
 
 def split_half(samples: list[Sample], part: int) -> list[Sample]:
     """One of two deterministic halves (0 or 1) of a dataset, by a hash of each file name."""
-    return [s for s in samples if heldout(s.image, 0.5) == bool(part)]
+    return [s for s in samples if (_unit_hash(s.image, "half") < 0.5) == bool(part)]
 
 
 @dataclass

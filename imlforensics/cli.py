@@ -233,6 +233,7 @@ def evaluate(
     threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Fixed threshold for pixel F1/IoU and image accuracy."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (quick checks)."),
+    split_half: Optional[int] = typer.Option(None, "--split-half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1), as `imlf calibrate --split-half`."),
     device: str = typer.Option("cpu", help="Where metrics (and deep models) run: cpu or cuda."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the summary and per-image records as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write per-image metrics as CSV."),
@@ -272,6 +273,10 @@ def evaluate(
             raise fail("--device cuda: no CUDA device is available")
         if jobs > 1:
             raise fail("--device cuda works with --jobs 1")
+    if split_half is not None:
+        from .calibrate import split_half as halve
+
+        samples = halve(samples, split_half)
     samples = samples[:limit] if limit else samples
     records = []
     with _progress(len(samples), json_out) as advance:

@@ -18,7 +18,7 @@ def calibrate_command(
     models: str = typer.Option("ela,noise,jpeg-grid,dq,copymove", "--models", "-m", help="Comma-separated members."),
     out: Path = typer.Option(Path("priors.json"), "--out", "-o", help="Where to write the priors file."),
     prior: str = typer.Option("f1", "--prior", help="Prior of each member: f1 (pixel F1 at its best fixed threshold) or auc."),
-    half: Optional[int] = typer.Option(None, "--half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1); evaluate on the other."),
+    half: Optional[int] = typer.Option(None, "--split-half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1); evaluate on the other."),
     heldout: float = typer.Option(0.25, "--heldout", min=0.0, max=0.9, help="Share of images held out to check the calibration."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing priors file."),

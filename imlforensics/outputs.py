@@ -63,6 +63,12 @@ def check_writable_dir(out_dir: Path) -> None:
         raise OutputError(f"output folder {out_dir} is not writable ({exc.strerror or exc})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     if path.exists() and not overwrite:
@@ -71,6 +77,7 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException as exc:
         try:
