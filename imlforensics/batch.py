@@ -114,7 +114,14 @@ def run_batch(items: list[tuple[str, str]], factory: Callable[[], Any], job: dic
         for it in items:
             yield _one(it)
         return
-    with ProcessPoolExecutor(jobs, initializer=_init, initargs=(factory, job)) as pool:
+    import multiprocessing
+
+    # fresh interpreters whose BLAS/OpenMP pools start with one thread each: forked workers would
+    # inherit the parent's pools and oversubscribe the cores
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(factory, job)) as pool:
         yield from pool.map(_one, items, chunksize=1)
 
 
