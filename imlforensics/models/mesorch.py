@@ -169,6 +169,19 @@ def _apply_heads(feats: list[torch.Tensor], heads: list, inverse: nn.ModuleList)
     return maps
 
 
+def _local_branch(convnext: ConvNeXt, x: torch.Tensor, high: torch.Tensor) -> list[torch.Tensor]:
+    """ConvNeXt on RGB + high band (channels-last on CPU): every stage's output."""
+    c = torch.cat([x, high], 1)
+    if not c.is_cuda:
+        c = c.contiguous(memory_format=torch.channels_last)
+    c = convnext.stem(c)
+    outs = []
+    for stage in convnext.stages:
+        c = stage(c)
+        outs.append(c)
+    return outs
+
+
 def _param_key(module: nn.Module) -> tuple:
     return tuple((p.data_ptr(), p._version) for p in module.parameters())
 
@@ -198,21 +211,10 @@ class Mesorch(nn.Module):
             self._folded, self._folded_key = (heads, self.gate.folded()), key
         return self._folded
 
-    def _branches(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        high, low = self.dct(x)
-        cx = torch.cat([x, high], 1)
-        if not cx.is_cuda:
-            cx = cx.contiguous(memory_format=torch.channels_last)
-        c = self.convnext.stem(cx)
-        feats = []
-        for stage in self.convnext.stages:
-            c = stage(c)
-            feats.append(c)
-        feats += self.segformer(torch.cat([x, low], 1))
-        return feats, torch.cat([x, high, low], 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, gate_in = self._branches(x)
+        high, low = self.dct(x)
+        feats = _local_branch(self.convnext, x, high) + self.segformer(torch.cat([x, low], 1))
+        gate_in = torch.cat([x, high, low], 1)
         if torch.is_grad_enabled():  # training / autograd: the plain layer-by-layer path
             maps = [inv(f if st is None else st(f)) for f, st, inv in zip(feats, self.upsample.stacks(), self.inverse)]
             gate = self.gate(gate_in)
@@ -258,14 +260,7 @@ class MesorchP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         high, low = self.dct(x)
-        c = torch.cat([x, high], 1)
-        if not c.is_cuda:
-            c = c.contiguous(memory_format=torch.channels_last)
-        c = self.convnext.stem(c)
-        conv = []
-        for stage in self.convnext.stages:
-            c = stage(c)
-            conv.append(c)
+        conv = _local_branch(self.convnext, x, high)
         feats = [conv[0], conv[2]] + self.segformer(torch.cat([x, low], 1))[1:]
         if torch.is_grad_enabled():
             maps = [inv(f if st is None else st(f)) for f, st, inv in zip(feats, self.upsample.stacks(), self.inverse)]
