@@ -164,6 +164,27 @@ def _comb_period(q1: int, q2: int, sigma: float) -> np.ndarray:
     return out
 
 
+def _with_floor(n: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``n_eps = (1 - eps) n + eps`` and its logarithm, both read-only."""
+    n_eps = (1.0 - eps) * n + eps
+    log_n = np.log(n_eps)
+    n_eps.setflags(write=False)
+    log_n.setflags(write=False)
+    return n_eps, log_n
+
+
+@functools.lru_cache(maxsize=512)
+def _comb_periods_eps(q2: int, sigma: float, q1_max: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_comb_periods` with an off-comb floor ``eps``, and its logarithm (cached)."""
+    return _with_floor(_comb_periods(q2, sigma, q1_max), eps)
+
+
+@functools.lru_cache(maxsize=8192)
+def _comb_period_eps(q1: int, q2: int, sigma: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_comb_period` with an off-comb floor ``eps``, and its logarithm (cached)."""
+    return _with_floor(_comb_period(q1, q2, sigma), eps)
+
+
 def comb_table(q1s: np.ndarray, q2: int, sigma: float, xs: np.ndarray, q1_max: int = 100) -> np.ndarray:
     """``comb_factor`` for every candidate step in ``q1s`` (C,) and integer in ``xs`` (B,), as (C, B).
 
@@ -298,7 +319,10 @@ class FrequencyModel:
     ref: np.ndarray  # (L, R) per class: reference probability of every integer in ``ref_xs``
     ref_xs: np.ndarray  # (R,) the integers the reference covers (lo .. hi)
     q1s: np.ndarray  # (C,) candidate first steps whose comb is not flat
-    table0: np.ndarray  # (L, C, B) log(n / Z) per class at the base noise level
+    table0: np.ndarray  # (C, L, B) log(n / Z) per class at the base noise level
+    base: np.ndarray  # (M,) the blocks at the base noise level
+    cell: np.ndarray  # (M,) their cell ``class * B + xi`` in the (L, B) histograms
+    hist0: np.ndarray  # (L, B) histogram of the base-level coefficients per class
     q1: int = 0  # chosen first step (0: frequency not used)
     eps: float = 0.0  # share of its doubly compressed coefficients off the comb
     gain: float = 0.0
@@ -311,17 +335,33 @@ def _noise_levels(sd: np.ndarray, sigma: float, n_levels: int) -> np.ndarray:
     return np.clip(np.rint(2.0 * np.log2(ratio)), 0, n_levels - 1).astype(np.int8)
 
 
-def _log_ratio_table(n: np.ndarray, ref: np.ndarray, eps: float, cols: np.ndarray) -> np.ndarray:
+def _log_ratio_table(n_eps: np.ndarray, log_n_eps: np.ndarray, ref: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``log(n_eps / Z)`` with ``n_eps = (1-eps) n + eps`` and ``Z = sum(ref * n_eps)`` per class.
 
-    ``n``: (C, R) comb factors over the reference's integers; ``ref``: (L, R) reference
-    probabilities. Returns (L, C, len(cols)) for the columns ``cols``, zero where the reference
-    has no mass (uninformative integers).
+    ``n_eps``: (C, R) floored comb factors over the reference's integers, ``log_n_eps``: their
+    logarithms at the columns ``cols`` (C, len(cols)); ``ref``: (L, R) reference probabilities.
+    Returns (C, L, len(cols)) float32, zero where the reference has no mass (uninformative
+    integers).
     """
-    n_eps = (1.0 - eps) * n + eps
     z = np.maximum(n_eps @ ref.T, 1e-12)  # (C, L)
-    out = np.log(n_eps[:, cols])[None, :, :] - np.log(z.T)[:, :, None]
-    return np.where(ref[:, None, cols] > 0, out, 0.0).astype(np.float32)
+    out = np.empty(z.shape + (len(cols),), np.float32)
+    # the difference is taken in float64 and rounded once
+    np.subtract(log_n_eps[:, None, :], np.log(z)[:, :, None], out=out, casting="unsafe")
+    empty = ref[:, cols] <= 0
+    if empty.any():
+        out[:, empty] = 0.0
+    return out
+
+
+def _candidate_tables(
+    q1s: np.ndarray, q2: int, sigma: float, eps: float, xs: np.ndarray, cols: np.ndarray, q1_max: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Floored comb factors ``n_eps`` (C, R) of every candidate step over ``xs`` and their logarithms
+    at ``xs[cols]`` (C, len(cols)), gathered from the cached periods (see :func:`comb_table`)."""
+    n_eps, log_n = _comb_periods_eps(int(q2), float(sigma), int(q1_max), float(eps))
+    index = np.mod(xs[None, :], (q1s // np.gcd(q1s, q2))[:, None])
+    index += (q1s * n_eps.shape[1])[:, None]  # into the flattened tables
+    return n_eps.ravel().take(index), log_n.ravel().take(index[:, cols])
 
 
 def block_activity(coef: np.ndarray, qtable: np.ndarray, n_ac: int = 14) -> np.ndarray:
@@ -331,25 +371,39 @@ def block_activity(coef: np.ndarray, qtable: np.ndarray, n_ac: int = 14) -> np.n
     return (np.abs(coef[..., vs, us].astype(np.float32)) * qtable[vs, us].astype(np.float32)).sum(axis=-1)
 
 
-def _spread_tilt(ref: np.ndarray, observed: np.ndarray, size: np.ndarray) -> np.ndarray:
+def _spread_tilt(ref: np.ndarray, observed: np.ndarray, size: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Factors ``exp(-a * size)`` that best fit ``ref * factor`` to the ``observed`` counts (ML, per row).
 
     Calibration gets the spread of the coefficients slightly wrong, and a comb with a first step
     below the second can mimic that error; a one-parameter exponential tilt per class absorbs it
-    first. ``ref``, ``observed``: (L, B); rows with fewer than 50 observations are left alone.
+    first. ``ref``, ``observed``, ``size``: rows laid end to end (1-D), row ``i`` starting at
+    ``starts[i]`` (rows not empty); rows with fewer than 50 observations are left alone.
     The log-likelihood is concave in ``a`` (an exponential family): a few Newton steps suffice.
     """
-    a = np.zeros((ref.shape[0], 1))
-    n = observed.sum(axis=1, keepdims=True)
-    mean_obs = (observed * size).sum(axis=1, keepdims=True) / np.maximum(n, 1)
+    row = np.repeat(np.arange(starts.size), np.diff(np.append(starts, ref.size)))
+    n = np.add.reduceat(observed, starts)
+    mean_obs = np.add.reduceat(observed * size, starts) / np.maximum(n, 1)
+    a = np.zeros(starts.size)
     for _ in range(8):
-        w = ref * np.exp(-a * size)
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        mean = (w * size).sum(axis=1, keepdims=True)
-        var = (w * size * size).sum(axis=1, keepdims=True) - mean * mean
+        w = np.exp(-a[row] * size)
+        w *= ref
+        mass = np.maximum(np.add.reduceat(w, starts), 1e-300)
+        w *= size
+        mean = np.add.reduceat(w, starts) / mass
+        w *= size
+        var = np.add.reduceat(w, starts) / mass - mean * mean
         a = np.clip(a + (mean - mean_obs) / np.maximum(var, 1e-9), -2.0, 2.0)
     a = np.where(n >= 50, a, 0.0)
-    return np.exp(-a * size)
+    return np.exp(-a[row] * size)
+
+
+def _classes(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """How many of the sorted ``bounds`` lie at or below each value, i.e.
+    ``np.searchsorted(bounds, values, side="right")``: a few comparisons are faster."""
+    out = np.zeros(values.shape, np.intp)
+    for b in bounds:
+        out += values >= b
+    return out
 
 
 def _central_range(x: np.ndarray, tail: float) -> tuple[int, int]:
@@ -361,6 +415,64 @@ def _central_range(x: np.ndarray, tail: float) -> tuple[int, int]:
     lo = lo0 + int(np.searchsorted(cum, tail * x.size, side="right"))
     hi = lo0 + int(np.searchsorted(cum, (1.0 - tail) * x.size, side="left"))
     return min(lo, -1), max(hi, 1)
+
+
+@dataclass
+class _Prepared:
+    """One frequency between the passes of :func:`build_frequency_models`."""
+
+    v: int
+    u: int
+    q2: int
+    x: np.ndarray  # (N,) stored integers, clipped to lo .. hi
+    xs: np.ndarray  # (R,) the integers lo .. hi
+    level: np.ndarray  # (N,) noise level index, -1: no evidence
+    cls: np.ndarray  # (N,) activity class of the block
+    ref: np.ndarray  # (L, R) reference counts per class (not normalised)
+    q1s: np.ndarray  # (C,) candidate first steps
+    own_hist: np.ndarray | None  # (L, R) base-level counts per class (AC: the spread tilt fits them)
+
+
+def _tilt_references(prepared: list[_Prepared]) -> None:
+    """Correct the calibration's spread (:func:`_spread_tilt`) on the image's own coefficients, for
+    every frequency that has ``own_hist`` at once: one row per frequency and class."""
+    todo = [p for p in prepared if p.own_hist is not None]
+    if not todo:
+        return
+    ref = np.concatenate([p.ref.ravel() for p in todo])
+    observed = np.concatenate([p.own_hist.ravel() for p in todo]).astype(np.float64)
+    size = np.concatenate([np.tile(np.abs(p.xs), p.ref.shape[0]) for p in todo]).astype(np.float64)
+    lengths = np.concatenate([np.full(p.ref.shape[0], p.xs.size) for p in todo])
+    factor = _spread_tilt(ref, observed, size, np.cumsum(lengths) - lengths)
+    start = 0
+    for p in todo:
+        p.ref = p.ref * factor[start : start + p.ref.size].reshape(p.ref.shape)
+        start += p.ref.size
+
+
+def _frequency_model(p: _Prepared, sigma: float, eps: float, q1_max: int) -> FrequencyModel | None:
+    """The model of one prepared frequency: normalised reference, candidates and their tables
+    (None when no candidate's comb reaches the coefficients)."""
+    ref = p.ref / p.ref.sum(axis=1, keepdims=True)
+    # a comb whose first tooth lies beyond the coefficients says nothing (AC zeros are skipped)
+    # (the reference mass at |x| * q2 >= q1 / 2, i.e. |x| >= ceil(q1 / (2 q2)), for every q1)
+    tail = np.cumsum(np.bincount(np.abs(p.xs), weights=ref.mean(axis=0))[::-1])[::-1]
+    first = -(-p.q1s // (2 * p.q2))
+    beyond = np.where(first < tail.size, tail[np.minimum(first, tail.size - 1)], 0.0)
+    keep = beyond >= 0.01
+    if not keep.any():
+        return None
+    q1s = p.q1s[keep]
+    lo = int(p.xs[0])
+    occurs = np.bincount(p.x - lo, minlength=p.xs.size) > 0
+    cols = np.flatnonzero(occurs)  # the integers that occur
+    xi = (np.cumsum(occurs) - 1)[p.x - lo]
+    n_eps, log_n = _candidate_tables(q1s, p.q2, sigma, eps, p.xs, cols, q1_max)
+    table0 = _log_ratio_table(n_eps, log_n, ref, cols)
+    base = np.flatnonzero(p.level == 0)
+    cell = p.cls[base].astype(np.int64) * cols.size + xi[base]
+    hist0 = np.bincount(cell, minlength=ref.shape[0] * cols.size).reshape(ref.shape[0], cols.size).astype(np.float64)
+    return FrequencyModel(p.v, p.u, p.q2, xi, p.level, p.cls, p.xs[cols], ref, p.xs, q1s, table0, base, cell, hist0)
 
 
 def build_frequency_models(
@@ -386,7 +498,6 @@ def build_frequency_models(
     Candidate first steps: 2 .. ``q1_max``, not dividing the stored step, with a first comb tooth
     inside the coefficients.
     """
-    models = []
     ok = valid.ravel()
     act = block_activity(coef, qtable).ravel()
     cal_q = np.rint(cal).astype(np.int32) if cal.size else np.zeros((0, 0, 8, 8), np.int32)
@@ -394,18 +505,24 @@ def build_frequency_models(
     cand_all = np.arange(2, q1_max + 1)
     # activity class bounds: quantiles of this image's block activity
     bounds = np.unique(np.quantile(act[ok], np.arange(1, n_classes) / n_classes)) if n_classes > 1 else np.zeros(0)
-    for idx, (v, u) in enumerate(ZIGZAG[:n_freq]):
+    n_cls = len(bounds) + 1
+    zigzag = ZIGZAG[:n_freq]
+    # every frequency's values over the blocks, (F, N)
+    flat = [8 * v + u for v, u in zigzag]
+    coef_f = coef.reshape(-1, 64).T[flat].astype(np.int32)
+    cal_f = cal_q.reshape(-1, 64).T[flat]
+    levels = None if noise_sd is None else _noise_levels(noise_sd.reshape(-1, 64).T[flat], sigma, n_levels)
+    prepared = []
+    for idx, (v, u) in enumerate(zigzag):
         q2 = int(qtable[v, u])
-        x = coef[:, :, v, u].ravel().astype(np.int32)
-        c = cal_q[:, :, v, u].ravel()
+        x = coef_f[idx]
+        c = cal_f[idx]
         # the bulk of the coefficients: the outermost 0.1% on either side are left out
         lo, hi = _central_range(x[ok], 0.001)
         if c.size < 30:
             continue
         xs = np.arange(lo, hi + 1)
-        level = np.zeros(x.size, np.int8)
-        if noise_sd is not None:
-            level = _noise_levels(noise_sd[:, :, v, u].ravel(), sigma, n_levels)
+        level = np.zeros(x.size, np.int8) if levels is None else levels[idx].copy()
         level[~ok | (x < lo) | (x > hi)] = -1
         x = np.clip(x, lo, hi)
         informative = np.ones(xs.size, bool)
@@ -421,33 +538,26 @@ def build_frequency_models(
         own = 0 < idx <= 14
         a = act - (np.abs(x) * q2 if own else 0)
         a_cal = act_cal - (np.abs(c) * q2 if own else 0)
-        cls = np.searchsorted(bounds, a, side="right").astype(np.int8)
-        cls_cal = np.searchsorted(bounds, a_cal, side="right")
+        cls = _classes(a, bounds).astype(np.int8)
+        cls_cal = _classes(a_cal, bounds)
         inside = (c >= lo) & (c <= hi)
-        everything = np.bincount(c[inside] - lo, minlength=xs.size).astype(np.float64)
-        n_cls = len(bounds) + 1
-        ref = np.empty((n_cls, xs.size))
-        for k in range(n_cls):
-            sel = inside & (cls_cal == k)
-            ref[k] = np.bincount(c[sel] - lo, minlength=xs.size) if sel.sum() >= 200 else everything
+        counts = np.bincount(cls_cal[inside] * xs.size + (c[inside] - lo), minlength=n_cls * xs.size)
+        counts = counts.reshape(n_cls, xs.size)
+        # classes with too few calibrated blocks use the histogram of all of them
+        ref = np.where(counts.sum(axis=1, keepdims=True) >= 200, counts, counts.sum(axis=0)).astype(np.float64)
         ref = np.where(informative, ref + 0.5, 0.0)
-        if idx > 0:  # AC: correct the calibration's spread on this image's own coefficients
+        own_hist = None
+        if idx > 0:  # AC: the spread of the reference is corrected on these (below)
             use = level == 0
             own_hist = np.bincount(cls[use].astype(np.int64) * xs.size + (x[use] - lo), minlength=ref.size)
-            ref = ref * _spread_tilt(ref, own_hist.reshape(ref.shape), np.abs(xs)[None, :])
-        ref /= ref.sum(axis=1, keepdims=True)
-        # a comb whose first tooth lies beyond the coefficients says nothing (AC zeros are skipped)
-        reach = np.abs(xs) * q2 >= 0.5 * q1s[:, None]
-        beyond = (reach * ref.mean(axis=0)[None, :]).sum(axis=1)
-        keep = beyond >= 0.01
-        if not keep.any():
-            continue
-        q1s = q1s[keep]
-        n0 = comb_table(q1s, q2, sigma, xs, q1_max)
-        cols = np.flatnonzero(np.bincount(x - lo, minlength=xs.size))  # the integers that occur
-        xi = np.searchsorted(cols, x - lo)
-        table0 = _log_ratio_table(n0, ref, eps, cols)
-        models.append(FrequencyModel(v, u, q2, xi, level, cls, xs[cols], ref, xs, q1s, table0))
+            own_hist = own_hist.reshape(ref.shape)
+        prepared.append(_Prepared(v, u, q2, x, xs, level, cls, ref, q1s, own_hist))
+    _tilt_references(prepared)
+    models = []
+    for p in prepared:
+        model = _frequency_model(p, sigma, eps, q1_max)
+        if model is not None:
+            models.append(model)
     return models
 
 
@@ -460,12 +570,14 @@ def _set_step(m: FrequencyModel, q1: int, sigma: float, eps: float, n_levels: in
         m.ll = np.zeros(m.xi.size, np.float32)
         return
     levels = np.flatnonzero(np.bincount(m.level.astype(np.int64) + 1, minlength=n_levels + 1)[1:])
-    period = q1 // math.gcd(q1, m.q2)
-    n = np.stack([_comb_period(q1, m.q2, sigma * 2.0 ** (lv / 2.0)) for lv in levels])[:, np.mod(m.ref_xs, period)]
+    index = np.mod(m.ref_xs, q1 // math.gcd(q1, m.q2))
     cols = m.xs - m.ref_xs[0]
-    tab = np.zeros((m.ref.shape[0], n_levels + 1, m.xs.size), np.float32)  # level row 0: no evidence
-    tab[:, levels + 1] = _log_ratio_table(n, m.ref, eps, cols)
-    m.ll = tab[m.cls.astype(np.int64), m.level.astype(np.int64) + 1, m.xi]
+    periods = [_comb_period_eps(q1, m.q2, sigma * 2.0 ** (lv / 2.0), eps) for lv in levels]
+    n_eps = np.stack([n for n, _ in periods])[:, index]
+    log_n = np.stack([log for _, log in periods])[:, index[cols]]
+    tab = np.zeros((n_levels + 1, m.ref.shape[0], m.xs.size), np.float32)  # level row 0: no evidence
+    tab[levels + 1] = _log_ratio_table(n_eps, log_n, m.ref, cols)
+    m.ll = tab[m.level.astype(np.int64) + 1, m.cls.astype(np.int64), m.xi]
 
 
 def _off_comb_share(m: FrequencyModel, q1: int, sigma: float, hist: np.ndarray, floor: float) -> float:
@@ -485,39 +597,100 @@ def _off_comb_share(m: FrequencyModel, q1: int, sigma: float, hist: np.ndarray, 
     return float(grid[int(np.argmax(ll))])
 
 
-def _weighted_hist(m: FrequencyModel, weights: np.ndarray | None) -> np.ndarray:
-    """Histogram (L, B) of the base-level coefficients per class, optionally weighted."""
-    sel = m.level == 0
-    shape = (m.ref.shape[0], m.xs.size)
-    idx = m.cls[sel].astype(np.int64) * shape[1] + m.xi[sel]
-    w = None if weights is None else weights[sel]
-    return np.bincount(idx, weights=w, minlength=shape[0] * shape[1]).reshape(shape)
+def _screen(t: np.ndarray, h: np.ndarray, keep: int = 8, spare: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The ``keep`` candidates (rows of the float32 log-ratios ``t``) whose half-and-half mixture
+    explains the counts ``h`` best, in ascending order, and their ratios ``exp(t)`` (float64).
 
-
-def _independent_fit(m: FrequencyModel, iters: int = 20) -> tuple[int, float, float]:
-    """Mixture fit of one frequency alone: ``(1-beta) ref + beta ref n / Z`` for every candidate.
-
-    Returns the best ``(q1, beta, gain)``: the first step, the doubly compressed share, and the
-    log-likelihood gain over the reference alone (nats).
+    All candidates are ranked in float32 first; the ``keep + spare`` leaders again in float64.
     """
-    hist = _weighted_hist(m, None).ravel()
-    used = np.flatnonzero((hist > 0) & (m.ref[:, m.xs - m.ref_xs[0]].ravel() > 0))
-    if used.size == 0:
-        return 0, 0.0, 0.0
-    h = hist[used]
-    ratio = np.exp(m.table0.transpose(1, 0, 2).reshape(m.q1s.size, -1)[:, used].astype(np.float64))
-    # screen with the half-and-half mixture, then fit the share of the most promising candidates
-    screen = (h * np.log(0.5 + 0.5 * ratio)).sum(axis=1)
-    top = np.argsort(screen)[-8:]
-    ratio = ratio[top]
-    beta = np.full((ratio.shape[0], 1), 0.5)
-    total = h.sum()
+    rough = np.exp(t)
+    rough *= 0.5
+    rough += 0.5
+    lead = np.argsort(np.log(rough, out=rough) @ h.astype(np.float32))[-(keep + spare) :]
+    ratio = np.exp(t[lead], dtype=np.float64)
+    order = np.argsort(np.log(0.5 + 0.5 * ratio) @ h)[-keep:]
+    return lead[order], ratio[order]
+
+
+def _stacked_cells(models: list[FrequencyModel]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The base-level blocks and histogram cells of all models laid end to end (cells offset so
+    that model ``i`` has the range ``bounds[i] .. bounds[i + 1]``), and those ``bounds``."""
+    bounds = np.concatenate([[0], np.cumsum([m.hist0.size for m in models], dtype=np.int64)])
+    base = np.concatenate([m.base for m in models] + [np.zeros(0, np.int64)])
+    cells = np.concatenate([m.cell + off for m, off in zip(models, bounds)] + [np.zeros(0, np.int64)])
+    return base, cells, bounds
+
+
+def _weighted_hists(
+    models: list[FrequencyModel], stacked: tuple[np.ndarray, np.ndarray, np.ndarray], weights: np.ndarray
+) -> list[np.ndarray]:
+    """Histogram (L, B) of every model's base-level coefficients per class, weighted by ``weights``
+    (per block), with one bincount (``stacked``: see :func:`_stacked_cells`)."""
+    base, cells, bounds = stacked
+    flat = np.bincount(cells, weights=weights[base], minlength=int(bounds[-1]))
+    return [flat[bounds[i] : bounds[i + 1]].reshape(m.hist0.shape) for i, m in enumerate(models)]
+
+
+def _independent_fits(models: list[FrequencyModel], iters: int = 20) -> list[tuple[int, float, float]]:
+    """Mixture fit of every frequency alone: ``(1-beta) ref + beta ref n / Z`` for every candidate.
+
+    Returns, per model, the best ``(q1, beta, gain)``: the first step, the doubly compressed share,
+    and the log-likelihood gain over the reference alone (nats); zeros without usable counts.
+    """
+    out = [(0, 0.0, 0.0)] * len(models)
+    screened = []
+    for i, m in enumerate(models):
+        hist = m.hist0.ravel()
+        used = np.flatnonzero((hist > 0) & (m.ref[:, m.xs - m.ref_xs[0]].ravel() > 0))
+        if used.size:
+            h = hist[used]
+            # screen with the half-and-half mixture, then fit the share of the most promising candidates
+            top, ratio = _screen(m.table0.reshape(m.q1s.size, -1)[:, used], h)
+            screened.append((i, top, ratio, h))
+    if not screened:
+        return out
+    betas, gains = _mixture_fit([r for _, _, r, _ in screened], [h for _, _, _, h in screened], iters)
+    for (i, top, _, _), beta, gain in zip(screened, betas, gains):
+        best = int(np.argmax(gain))
+        out[i] = (int(models[i].q1s[top[best]]), float(beta[best]), float(gain[best]))
+    return out
+
+
+def _mixture_fit(
+    ratios: list[np.ndarray], counts: list[np.ndarray], iters: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """EM for the share ``beta`` of the mixture ``(1 - beta) + beta * ratio`` behind the ``counts``
+    (U,), for every row of every ``ratios`` (K, U); returns the shares and log-likelihood gains.
+
+    All problems at once: their cells laid end to end, one row per candidate rank (problems with
+    fewer candidates padded at the top with flat ratios, which are left out of the results).
+    """
+    k = max(r.shape[0] for r in ratios)
+    sizes = np.array([h.size for h in counts])
+    starts = np.cumsum(sizes) - sizes
+    ratio = np.ones((k, int(sizes.sum())))
+    for r, start in zip(ratios, starts):
+        ratio[k - r.shape[0] :, start : start + r.shape[1]] = r
+    h = np.concatenate(counts)
+    total = np.array([c.sum() for c in counts])
+    excess = ratio - 1.0
+
+    def mixture(beta: np.ndarray) -> np.ndarray:  # 1 - beta + beta * ratio, per cell
+        mix = np.repeat(beta, sizes, axis=1)
+        mix *= excess
+        mix += 1.0
+        return mix
+
+    beta = np.full((k, len(ratios)), 0.5)
     for _ in range(iters):
-        mix = 1.0 - beta + beta * ratio
-        beta = (beta * ratio / mix * h).sum(axis=1, keepdims=True) / total
-    gain = (h * np.log(np.maximum(1.0 - beta + beta * ratio, 1e-300))).sum(axis=1)
-    best = int(np.argmax(gain))
-    return int(m.q1s[top[best]]), float(beta[best, 0]), float(gain[best])
+        mix = np.divide(ratio, mixture(beta))
+        mix *= h
+        beta = beta * np.add.reduceat(mix, starts, axis=1) / total
+    mix = np.log(np.maximum(mixture(beta), 1e-300))
+    mix *= h
+    gain = np.add.reduceat(mix, starts, axis=1)
+    rows = [slice(k - r.shape[0], k) for r in ratios]
+    return [beta[r, i] for i, r in enumerate(rows)], [gain[r, i] for i, r in enumerate(rows)]
 
 
 def _posterior(total: np.ndarray, share: float) -> np.ndarray:
@@ -537,22 +710,21 @@ def _choose_steps(models: list[FrequencyModel], gains: list[np.ndarray], min_gai
     best beats it by ``min_gain`` overrides it. Tables never create evidence on their own: weak
     ripples pooled over many frequencies can mimic a slightly wrong reference spread.
     """
-    free = []
-    for m, g in zip(models, gains):
-        k = int(np.argmax(g))
-        free.append((int(m.q1s[k]), float(g[k])) if g[k] >= min_gain else (0, 0.0))
+    by_step = np.full((len(models), 256), -np.inf, np.float32)  # (K, step): the gains, -inf where not searched
+    for i, (m, g) in enumerate(zip(models, gains)):
+        by_step[i, m.q1s] = g
+    best = np.argmax(by_step, axis=1)  # the smallest of equally good steps, as np.argmax(g)
+    best_gain = by_step[np.arange(len(models)), best]
+    free = [(int(q), float(g)) if g >= min_gain else (0, 0.0) for q, g in zip(best, best_gain)]
     if tables is None or not models:
         return [q for q, _ in free]
-    lookup = []
-    for m, g in zip(models, gains):
-        full = np.zeros(256, np.float64)  # flat or unsearched steps: no evidence either way
-        full[m.q1s] = g
-        lookup.append(full)
     anchor = int(np.argmax([g for _, g in free]))
     if free[anchor][0] == 0:
         return [0] * len(models)  # tables only extend evidence a frequency shows on its own
-    steps = np.stack([tables[:, m.v, m.u] for m in models], axis=1)  # (T, K)
-    per = np.stack([lookup[i][steps[:, i]] for i in range(len(models))], axis=1)
+    # flat or unsearched steps: no evidence either way
+    lookup = np.where(by_step > -np.inf, by_step, 0.0).astype(np.float64)
+    steps = tables[:, [m.v for m in models], [m.u for m in models]]  # (T, K)
+    per = lookup[np.arange(len(models)), steps]
     total = np.where(steps[:, anchor] == free[anchor][0], per.sum(axis=1), -np.inf)
     t = int(np.argmax(total))
     if total[t] < min_gain or total[t] <= sum(g for _, g in free):
@@ -581,14 +753,14 @@ def joint_em(
     """EM over blocks from initial posteriors ``weights``; returns (log-likelihood, share, log-ratios)."""
     steps: list[int] = []
     total = np.zeros(weights.size, np.float32)
+    stacked = _stacked_cells(models)
     for _ in range(iters):
-        gains = []
-        for m in models:  # M-step: first steps from the doubly compressed blocks' coefficients
-            hw = _weighted_hist(m, weights).astype(np.float32)
-            gains.append(np.einsum("lcb,lb->c", m.table0, hw))
+        # M-step: first steps from the doubly compressed blocks' coefficients
+        hists = _weighted_hists(models, stacked, weights)
+        gains = [m.table0.reshape(m.q1s.size, -1) @ h.ravel().astype(np.float32) for m, h in zip(models, hists)]
         new_steps = _choose_steps(models, gains, min_gain, tables)
-        for m, g, q1 in zip(models, gains, new_steps):
-            e = _off_comb_share(m, q1, sigma, _weighted_hist(m, weights), eps) if q1 else eps
+        for m, g, q1, hist in zip(models, gains, new_steps, hists):
+            e = _off_comb_share(m, q1, sigma, hist, eps) if q1 else eps
             _set_step(m, q1, sigma, e, n_levels)
             m.gain = float(g[np.searchsorted(m.q1s, q1)]) if q1 else 0.0
         total = np.zeros(weights.size, np.float32)
@@ -758,8 +930,7 @@ class DoubleQuantizationDetector(Detector):
             return best
         init_total = np.zeros(n_blocks, np.float32)
         shares = []
-        for m in models:
-            q1, beta, gain = _independent_fit(m)
+        for m, (q1, beta, gain) in zip(models, _independent_fits(models)):
             if q1 and gain >= self.min_gain / 3:  # seeds only: the EM below decides
                 _set_step(m, q1, sigma, self.eps, self.N_LEVELS)
                 init_total += m.ll
