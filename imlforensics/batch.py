@@ -1,7 +1,9 @@
 """Whole-directory runs for ``imlf ensemble``: workers, a resumable ledger, shards and a summary.
 
-* Each worker process builds the detector once and analyses images handed to it (``jobs`` > 1);
-  with one job, the next image's decode is not overlapped (the detector reads the file itself).
+* With one job the detector runs in this process while threads decode the next image and write
+  the previous one's outputs (:func:`imlforensics.pipeline.detect_stream`). With ``jobs`` > 1,
+  each worker process builds the detector once, with one BLAS/OpenMP/torch thread, and analyses
+  the images handed to it.
 * The ledger ``<out>/ledger.jsonl`` gets one line per finished image, appended and flushed to disk
   only after all of that image's outputs were written (atomically). ``resume`` skips images whose
   ledger line says done and whose JSON output exists; a line cut by a crash is ignored.
@@ -16,9 +18,10 @@ import hashlib
 import io
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import ImlfError
 
@@ -63,6 +66,22 @@ def read_ledger(out_dir: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def remove_stale_temporaries(out_dir: Path, stems: Iterable[str]) -> int:
+    """Delete the temporary files an interrupted run left for the outputs of these ``stems``
+    (``.<stem>.<kind>.<random>.tmp``, see :func:`imlforensics.outputs.write_atomic`); other
+    files, such as those of another shard writing into the same folder, are left alone."""
+    prefixes = tuple(f".{stem}." for stem in stems)
+    n = 0
+    for p in out_dir.glob(".*.tmp"):
+        if prefixes and p.name.startswith(prefixes):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
 class Ledger:
     def __init__(self, out_dir: Path):
         self.f = open(out_dir / LEDGER, "a", encoding="utf-8")
@@ -81,11 +100,31 @@ _WORKER: dict[str, Any] = {}
 
 def _init(factory: Callable[[], Any], job: dict[str, Any]) -> None:
     import cv2
-    import torch
 
-    torch.set_num_threads(1)
     cv2.setNumThreads(1)
     _WORKER["detector"], _WORKER["job"] = factory(), job
+    if "torch" in sys.modules:  # only deep members import torch (its import alone takes seconds)
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _outcome(path: str, record: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
+    """The result of one image, with a failure as one line."""
+    if error is None:
+        return {"image": path, "status": "done", "record": record}
+    if isinstance(error, ImlfError):
+        reason = str(error)
+    elif isinstance(error, MemoryError):
+        reason = "out of memory"
+    else:  # a bug: one line, the batch goes on
+        if os.environ.get("IMLF_DEBUG"):
+            raise error
+        reason = f"internal error: {type(error).__name__}: {error}"
+    return {"image": path, "status": "failed", "error": reason}
+
+
+def _stream_args(job: dict[str, Any]) -> dict[str, Any]:
+    return {"threshold": job["threshold"], "overwrite": job["overwrite"], "save_raw": job["save_raw"],
+            "max_pixels": job["max_pixels"], "protected": frozenset(Path(p) for p in job["protected"])}
 
 
 def _one(item: tuple[str, str]) -> dict[str, Any]:
@@ -94,25 +133,23 @@ def _one(item: tuple[str, str]) -> dict[str, Any]:
     path, stem = item
     job = _WORKER["job"]
     try:
-        rec = detect_file(_WORKER["detector"], Path(path), Path(job["out_dir"]), stem, job["threshold"], job["overwrite"],
-                          job["save_raw"], job["max_pixels"], frozenset(Path(p) for p in job["protected"]))
-        return {"image": path, "status": "done", "record": rec}
-    except ImlfError as exc:
-        return {"image": path, "status": "failed", "error": str(exc)}
-    except MemoryError:
-        return {"image": path, "status": "failed", "error": "out of memory"}
-    except Exception as exc:  # a bug: one line, the batch goes on
-        if os.environ.get("IMLF_DEBUG"):
-            raise
-        return {"image": path, "status": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
+        rec = detect_file(_WORKER["detector"], Path(path), Path(job["out_dir"]), stem, **_stream_args(job))
+    except Exception as exc:  # noqa: BLE001  (MemoryError included)
+        return _outcome(path, None, exc)
+    return _outcome(path, rec, None)
 
 
-def run_batch(items: list[tuple[str, str]], factory: Callable[[], Any], job: dict[str, Any], jobs: int) -> Iterator[dict[str, Any]]:
-    """Yield one result per (image, stem) as images finish."""
+def run_batch(items: list[tuple[str, str]], factory: Callable[[], Any], job: dict[str, Any], jobs: int,
+              detector: Any = None) -> Iterator[dict[str, Any]]:
+    """Yield one result per (image, stem) as images finish. ``factory`` builds the detector (in
+    each worker); with one job, an already built ``detector`` is used as it is."""
     if jobs <= 1:
-        _init(factory, job)
-        for it in items:
-            yield _one(it)
+        from .pipeline import detect_stream
+
+        pairs = [(Path(p), stem) for p, stem in items]
+        det = detector if detector is not None else factory()
+        for path, rec, error in detect_stream(det, pairs, Path(job["out_dir"]), **_stream_args(job)):
+            yield _outcome(str(path), rec, error)
         return
     import multiprocessing
 

@@ -139,7 +139,7 @@ def priors_document(dataset: str, members: dict[str, Any], versions: dict[str, s
                     images: int, note: str = "") -> dict[str, Any]:
     for name, v in versions.items():
         members[name]["version"] = v
-    return {"format": FORMAT, "format_version": 1, "dataset": dataset, "images": images, "prior_metric": prior_metric,
+    return {"format": FORMAT, "format_version": 2, "dataset": dataset, "images": images, "prior_metric": prior_metric,
             "imlforensics": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "note": note, "members": members}
 

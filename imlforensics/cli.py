@@ -134,7 +134,7 @@ def detect(
     """Localize tampering in images: heatmap, mask, overlay and a JSON report per image."""
     from .inputs import expand_inputs, output_stems
     from .outputs import check_writable_dir
-    from .pipeline import detect_file
+    from .pipeline import detect_stream
     from .registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, load_detector
 
     limit = parse_count(max_pixels)
@@ -152,27 +152,26 @@ def detect(
     protected = frozenset(p.resolve() for p in files)
     records, failed = [], len(problems)
     with _progress(len(files), json_lines) as advance:
-        for path in files:
-            try:
-                rec = detect_file(detector, path, out_dir, stems[path], threshold, overwrite, save_raw, limit,
-                                  protected, fallback)
-            except ImlfError as exc:
-                failed += 1
-                _report_failure(str(path), str(exc), json_lines)
-            except MemoryError:
-                failed += 1
-                _report_failure(str(path), "out of memory (try a smaller --max-pixels or another detector)", json_lines)
-            except Exception as exc:  # a bug: say so in one line; IMLF_DEBUG=1 shows the traceback
-                if os.environ.get("IMLF_DEBUG"):
-                    raise
-                failed += 1
-                _report_failure(str(path), f"internal error in {detector.name}: {type(exc).__name__}: {exc} "
-                                "(please report; IMLF_DEBUG=1 shows details)", json_lines)
-            else:
+        items = [(path, stems[path]) for path in files]
+        for path, rec, exc in detect_stream(detector, items, out_dir, threshold, overwrite, save_raw, limit,
+                                            protected, fallback):
+            if exc is None:
                 records.append(rec)
                 if json_lines:
                     sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     sys.stdout.flush()
+            elif isinstance(exc, ImlfError):
+                failed += 1
+                _report_failure(str(path), str(exc), json_lines)
+            elif isinstance(exc, MemoryError):
+                failed += 1
+                _report_failure(str(path), "out of memory (try a smaller --max-pixels or another detector)", json_lines)
+            else:  # a bug: say so in one line; IMLF_DEBUG=1 shows the traceback
+                if os.environ.get("IMLF_DEBUG"):
+                    raise exc
+                failed += 1
+                _report_failure(str(path), f"internal error in {detector.name}: {type(exc).__name__}: {exc} "
+                                "(please report; IMLF_DEBUG=1 shows details)", json_lines)
             advance()
     if not json_lines and records:
         _detect_table(records, threshold, out_dir)
@@ -198,13 +197,21 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        rate = TextColumn("{task.fields[rate]}")
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=err, transient=True)
+                            rate, TimeRemainingColumn(), console=err, transient=True)
         self.bar.start()
-        task = self.bar.add_task("analysing", total=self.total)
-        return lambda: self.bar.advance(task)
+        task = self.bar.add_task("analysing", total=self.total, rate="")
+
+        def advance() -> None:
+            self.bar.advance(task)
+            speed = self.bar.tasks[0].speed  # images per second over rich's recent window
+            if speed:
+                self.bar.update(task, rate=f"{speed:.2f} img/s" if speed >= 1 else f"{1 / speed:.1f} s/img")
+
+        return advance
 
     def __exit__(self, *exc):
         if self.enabled:

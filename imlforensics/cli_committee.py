@@ -61,7 +61,7 @@ def calibrate_command(
         h = m["heldout"]
         err.print(f"{n:10s} prior {m['prior']:6.2f}  F1 {m['f1_best_fixed']:.3f} at {m['threshold']:.2f}  "
                   f"AUC {m['auc']:.3f}  held-out Brier {h.get('brier_raw', float('nan')):.4f} -> "
-                  f"{h.get('brier_calibrated', float('nan')):.4f}")
+                  f"{h.get('brier_calibrated', float('nan')):.4f}", soft_wrap=True)
     err.print(f"priors written to {_escape(str(out))}")
     if json_out:
         sys.stdout.write(json.dumps(doc) + "\n")
@@ -88,7 +88,7 @@ def ensemble_command(
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
 
-    from .batch import Ledger, parse_shard, in_shard, read_ledger, run_batch, summary_csv
+    from .batch import Ledger, in_shard, parse_shard, read_ledger, remove_stale_temporaries, run_batch, summary_csv
     from .cli import _report_failure
     from .image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
     from .inputs import expand_inputs, output_stems
@@ -99,7 +99,7 @@ def ensemble_command(
             "fusion": fusion, "save_members": save_members, "device": device}
     try:
         share = parse_shard(shard)
-        load_detector("committee", **opts)  # fail early: bad options, unknown members, no usable member
+        committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
     except ImlfError as exc:
         raise fail(_escape(str(exc)))
@@ -113,6 +113,8 @@ def ensemble_command(
     files = [f for f in files if in_shard(f, share)]
     done = read_ledger(out_dir) if resume else {}
     stems = output_stems(files)
+    if resume:  # files a killed run was writing when it died
+        remove_stale_temporaries(out_dir, stems.values())
     todo = [f for f in files if str(f) not in done]
     if resume:
         err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
@@ -123,7 +125,8 @@ def ensemble_command(
     failed = len(problems)
     try:
         with _progress(len(todo), json_lines) as advance:
-            for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts), job, jobs):
+            for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts), job, jobs,
+                                 committee if jobs <= 1 else None):
                 rec = res.get("record")
                 if res["status"] == "done":
                     ledger.add({"image": res["image"], "status": "done", "json": rec["outputs"]["json"],

@@ -64,7 +64,9 @@ class Committee(Detector):
                 self.absent[n] = str(exc)
         if not self.members:
             raise ImlfError("no committee member can run: " + "; ".join(f"{k}: {v}" for k, v in self.absent.items()))
-        self.cal = {n: Calibration.from_json(known[n]["calibration"]) for n in names}
+        # files of format 1 record no base rate: their held-out tampered share stands in for it
+        self.cal = {n: Calibration.from_json(known[n]["calibration"], known[n].get("heldout", {}).get("positive_share"))
+                    for n in names}
         self.thresholds = {n: float(known[n]["threshold"]) for n in names}
         w = member_weights([float(known[n]["prior"]) for n in names], voter, self.temperature)
         self.weights = dict(zip(names, map(float, w)))

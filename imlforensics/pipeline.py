@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -44,17 +45,111 @@ def detect_file(
     written (the inputs of the batch).
     """
     start = time.perf_counter()
+    paths, img = open_input(path, out_dir, stem, overwrite, save_raw, max_pixels, protected)
+    pred, used = analyse(detector, img, fallback)
+    return write_outputs(img, pred, used, paths, threshold, overwrite, protected, time.perf_counter() - start)
+
+
+def detect_stream(
+    detector: Detector,
+    items: Sequence[tuple[Path, str]],
+    out_dir: Path,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    save_raw: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    protected: frozenset[Path] = frozenset(),
+    fallback: Detector | None = None,
+) -> Iterator[tuple[Path, dict[str, Any] | None, Exception | None]]:
+    """:func:`detect_file` over ``items`` (path, output stem), yielding ``(path, record, error)`` in order.
+
+    The detector runs in the calling thread while one thread decodes the next image and another
+    writes the previous image's outputs, so decoding and encoding overlap the analysis. A result
+    is yielded once all of its image's outputs are on disk; an image that fails yields its
+    exception (and wrote nothing) and the others go on.
+
+    While the stream runs, numpy's and OpenCV's BLAS pools are held to one thread: their idle
+    threads spin for a while after every small matrix product (the classical detectors' only
+    kind), and would take the core the decoding and writing threads need, for no gain (torch's
+    own pools are left alone).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from _stream(detector, items, out_dir, threshold, overwrite, save_raw, max_pixels, protected, fallback)
+
+
+def _stream(detector: Detector, items: Sequence[tuple[Path, str]], out_dir: Path, threshold: float, overwrite: bool,
+            save_raw: bool, max_pixels: int | None, protected: frozenset[Path],
+            fallback: Detector | None) -> Iterator[tuple[Path, dict[str, Any] | None, Exception | None]]:
+
+    def read(item: tuple[Path, str]) -> tuple[OutputPaths, ImageData, float]:
+        t = time.perf_counter()
+        paths, img = open_input(item[0], out_dir, item[1], overwrite, save_raw, max_pixels, protected)
+        return paths, img, time.perf_counter() - t
+
+    def finish(path: Path, written: Future | None, error: Exception | None):
+        if written is not None:
+            try:
+                return path, written.result(), None
+            except Exception as exc:  # noqa: BLE001  (handed to the caller, like the detector's errors)
+                return path, None, exc
+        return path, None, error
+
+    with ThreadPoolExecutor(1, thread_name_prefix="imlf-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="imlf-write") as writer:
+        nxt = reader.submit(read, items[0]) if items else None
+        previous = None
+        for k, item in enumerate(items):
+            current, nxt = nxt, reader.submit(read, items[k + 1]) if k + 1 < len(items) else None
+            written, error = None, None
+            try:
+                paths, img, seconds = current.result()
+                t = time.perf_counter()
+                pred, used = analyse(detector, img, fallback)
+                seconds += time.perf_counter() - t
+                written = writer.submit(write_outputs, img, pred, used, paths, threshold, overwrite, protected, seconds)
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+            if previous is not None:
+                yield finish(*previous)
+            previous = (item[0], written, error)
+        if previous is not None:
+            yield finish(*previous)
+
+
+def open_input(path: Path, out_dir: Path, stem: str | None, overwrite: bool, save_raw: bool,
+               max_pixels: int | None, protected: frozenset[Path]) -> tuple[OutputPaths, ImageData]:
+    """Check that the outputs of ``path`` may be written, then decode it."""
     paths = output_paths(out_dir, stem or path.stem, save_raw)
-    _check_targets(paths, overwrite, protected | {path.resolve()})
-    img = load_image(path, max_pixels=max_pixels)
+    _check_targets(paths.all(), overwrite, protected | {path.resolve()})
+    return paths, load_image(path, max_pixels=max_pixels)
+
+
+def analyse(detector: Detector, img: ImageData, fallback: Detector | None = None) -> tuple[Prediction, Detector]:
+    """The detector's prediction, or the fallback's when the detector does not apply."""
     try:
-        pred = detector.predict(img)
+        return detector.predict(img), detector
     except NotApplicable as exc:
         if fallback is None:
             raise
         pred = fallback.predict(img)
         pred.notes.insert(0, f"{detector.name} does not apply ({exc}): analysed with {fallback.name}")
-        detector = fallback
+        return pred, fallback
+
+
+def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: OutputPaths, threshold: float,
+                  overwrite: bool, protected: frozenset[Path] = frozenset(), seconds: float = 0.0) -> dict[str, Any]:
+    """Write the outputs of one prediction, the JSON last (its presence marks completion).
+
+    ``protected``: resolved paths never to write; ``seconds``: time already spent on the image
+    (the record's ``seconds`` adds the writing).
+    """
+    start = time.perf_counter()
+    # extra layers (a committee's agreement and disagreement maps) are checked with the rest
+    # before anything is written
+    layers = {name: paths.json.with_name(paths.json.name[: -len(".json")] + f".{name}.png") for name in pred.layers}
+    _check_targets(list(layers.values()), overwrite, protected | ({img.path.resolve()} if img.path else set()))
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
     write_atomic(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)), overwrite)
@@ -62,12 +157,11 @@ def detect_file(
     write_atomic(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)), overwrite)
     if paths.raw is not None:
         write_atomic(paths.raw, npy_bytes(pred.heatmap), overwrite)
-    for layer, arr in pred.layers.items():  # e.g. a committee's agreement and disagreement maps
-        target = paths.json.with_name(paths.json.name[: -len(".json")] + f".{layer}.png")
-        write_atomic(target, png_bytes(heatmap_u8(arr)), overwrite)
-        record.setdefault("outputs", {})[layer] = str(target)
-    record["seconds"] = round(time.perf_counter() - start, 4)
-    write_atomic(paths.json, json_bytes(record), overwrite)  # last: its presence marks completion
+    for name, target in layers.items():
+        write_atomic(target, png_bytes(heatmap_u8(pred.layers[name])), overwrite)
+        record["outputs"][name] = str(target)
+    record["seconds"] = round(seconds + time.perf_counter() - start, 4)
+    write_atomic(paths.json, json_bytes(record), overwrite)
     return record
 
 
@@ -97,11 +191,11 @@ def make_record(img: ImageData, pred: Prediction, detector: Detector, threshold:
     return record
 
 
-def _check_targets(paths: OutputPaths, overwrite: bool, protected: frozenset[Path]) -> None:
-    for p in paths.all():
+def _check_targets(paths: list[Path], overwrite: bool, protected: frozenset[Path]) -> None:
+    for p in paths:
         if p.resolve() in protected:
             raise OutputError(f"refusing to write {p}: it is an input file")
     if not overwrite:
-        existing = [p for p in paths.all() if p.exists()]
+        existing = [p for p in paths if p.exists()]
         if existing:
             raise OutputError(f"{existing[0]} exists (use --overwrite to replace it)")

@@ -109,7 +109,9 @@ def test_a_killed_run_resumes_to_the_same_outputs(folder, priors, tmp_path):
     proc.wait()
     finished = len(ledger.read_text().splitlines())
     assert 3 <= finished < 9, "the run was not interrupted midway"
+    (part / ".img5.overlay.png.x1y2z3.tmp").write_bytes(b"half an image")  # as a kill mid-write leaves
     r = imlf("ensemble", folder, "--priors", priors, "-o", part, "--resume")
     assert r.returncode == 0, r.stderr
     assert f"{finished} of 9 image(s) already done" in r.stderr
     assert _outputs(part) == _outputs(whole)
+    assert not list(part.glob(".*.tmp"))
