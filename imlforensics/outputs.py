@@ -110,16 +110,16 @@ def heatmap_u8(heatmap: np.ndarray) -> np.ndarray:
 
 
 def overlay(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The image with the heatmap in colour (turbo) on top, opacity growing with the heat,
-    and the mask's outline drawn in white."""
-    colour = cv2.applyColorMap(heatmap_u8(heatmap), cv2.COLORMAP_TURBO)[..., ::-1].astype(np.float32)
-    alpha = (0.15 + 0.55 * np.clip(heatmap, 0, 1))[..., None]
-    out = rgb.astype(np.float32) * (1 - alpha) + colour * alpha
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    """The image with the heatmap in colour (turbo) on top, opacity growing with the heat
+    (0.15 to 0.7), and the mask's outline drawn in white."""
+    colour = cv2.applyColorMap(heatmap_u8(heatmap), cv2.COLORMAP_TURBO)[..., ::-1]
+    alpha = np.clip(heatmap, 0, 1).astype(np.float32)
+    alpha *= 0.55
+    alpha += 0.15
+    out = cv2.blendLinear(np.ascontiguousarray(rgb), np.ascontiguousarray(colour), 1.0 - alpha, alpha)
     if mask is not None and mask.any():
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         thickness = max(1, round(max(rgb.shape[:2]) / 500))
-        out = np.ascontiguousarray(out)
         cv2.drawContours(out, contours, -1, (255, 255, 255), thickness)
     return out
 
