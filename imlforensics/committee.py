@@ -158,25 +158,40 @@ def fuse(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], thres
     w = np.array([weights[n] for n in names], np.float64)
     w /= w.sum()
     shape = raw[names[0]].shape
-    agreement = np.zeros(shape, np.float32)
-    mean = np.zeros(shape, np.float32)
-    square = np.zeros(shape, np.float32)
+    agreement, mean, square = (np.zeros(shape, np.float32) for _ in range(3))
     z = np.zeros(shape, np.float32) if method == "logit" else None
+    flat = np.zeros(4)  # what members with a constant map add everywhere: agreement, mean, square, z
     bases = [0.5 if calibrations[n].base is None else min(max(calibrations[n].base, _EPS), 1 - _EPS) for n in names]
     for n, wi, ri, base in zip(names, w.astype(np.float32), (w / w.max()).astype(np.float32), bases):
-        p = np.clip(calibrations[n](raw[n]), _EPS, 1 - _EPS, dtype=np.float32)
-        agreement += wi * (raw[n] >= thresholds[n])
+        m = raw[n]
+        prior_logit = np.float32(np.log(base / (1 - base)))
+        lo, hi = float(m.min()), float(m.max())
+        if lo == hi:  # a member that found nothing anywhere (dq without double compression, ...)
+            p = float(np.clip(calibrations[n](np.array([lo], np.float32))[0], _EPS, 1 - _EPS))
+            flat += [wi * (lo >= thresholds[n]), wi * p, wi * p * p, ri * (np.log(p / (1 - p)) - prior_logit)]
+            continue
+        p = np.clip(calibrations[n](m), _EPS, 1 - _EPS, dtype=np.float32)
+        agreement += wi * (m >= thresholds[n])
         wp = wi * p
         mean += wp
         wp *= p
         square += wp
         if z is not None:  # evidence of member n: its log-likelihood ratio against its base rate
-            z += ri * (_logit(p) - np.float32(np.log(base / (1 - base))))
+            lp = _logit(p)
+            lp -= prior_logit
+            lp *= ri
+            z += lp
+    agreement += np.float32(flat[0])
+    mean += np.float32(flat[1])
+    square += np.float32(flat[2])
     disagreement = np.maximum(square - mean * mean, 0.0)
     if z is not None:
         base = float(np.dot(w, bases))
-        z += np.float32(np.log(base / (1 - base)))
-        heat = 1.0 / (1.0 + np.exp(-z))
+        z += np.float32(flat[3] + np.log(base / (1 - base)))
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        heat = np.reciprocal(z, out=z)
     elif method == "mean":
         heat = mean
     else:

@@ -116,6 +116,14 @@ def test_logit_fusion_adds_log_likelihood_ratios():
     skewed = fuse(raw, {"a": a, "b": b}, th, {"a": 0.8, "b": 0.2})
     assert np.allclose(skewed.heatmap, 1 / (1 + np.exp(-(logit(0.05) + llr[0] + 0.25 * llr[1]))), atol=1e-5)
     assert skewed.weights == pytest.approx({"a": 0.8, "b": 0.2})
+    # a member whose map is constant (it found nothing) takes the shortcut, with the same result
+    flat = {"a": raw["a"], "b": np.full_like(raw["b"], 0.25)}
+    both = fuse(flat, {"a": a, "b": b}, th, {"a": 0.5, "b": 0.5})
+    llr_b = logit(b(flat["b"])) - logit(0.05)
+    assert np.allclose(both.heatmap, 1 / (1 + np.exp(-(logit(0.05) + llr[0] + llr_b))), atol=1e-5)
+    p = np.stack([a(raw["a"]), b(flat["b"])])
+    assert np.allclose(both.disagreement, p.var(axis=0), atol=1e-6)
+    assert np.allclose(both.agreement, 0.5 * (raw["a"] >= 0.5), atol=1e-6)
 
 
 def _calibrated_scene(gt: np.ndarray, seed: int = 1):
