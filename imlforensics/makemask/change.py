@@ -1,0 +1,191 @@
+"""Change detection between the registered, detail- and tone-matched copies.
+
+Recompression and resampling leave a difference everywhere; an edit leaves a large one in a
+region. Three measures, each at three scales (full, 1/2, 1/4 resolution):
+
+* colour: the CIELAB distance between the copies, made *shift tolerant*: at every pixel, the
+  smallest distance to the other copy within one pixel, both ways (a resampled or slightly
+  misregistered edge is explained by a shift; an edit is not);
+* structure: one minus the local SSIM of the gray images (Wang et al., IEEE TIP 2004), which sees
+  texture that was replaced by texture of the same colour;
+* edges: the shift-tolerant difference of the gradient magnitudes.
+
+Each measure is turned into a score in units of the pair's own noise, which depends on local
+activity (texture and edges err more): per activity class, its level on the pixels that differ
+least, a robust estimate that holds while most of the class is unedited, bounded by the noise of
+the two images' own high frequencies when most of the image is edited. The coarse scales (their
+scores averaged, measures combined by their maximum) say *whether* a region changed, the full
+scale (colour and edges, no SSIM window) says *where* its outline runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SCALES = (1, 2, 4)
+
+
+@dataclass
+class ChangeMap:
+    fine: np.ndarray  # (H, W) float32: evidence at full resolution (colour, edges), in noise units
+    coarse: np.ndarray  # (H, W) float32: evidence at 1/2 and 1/4 resolution (all measures), averaged
+    noise: dict[str, float]  # median noise level of each measure at full scale
+
+    @property
+    def score(self) -> np.ndarray:
+        """One map: the fine evidence where the coarse one agrees."""
+        return np.minimum(self.fine, self.coarse)
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (L 0..100) of an RGB image in 0..255."""
+    return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def _shifted_min(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
+    """At each pixel, the smallest Euclidean distance between ``a`` there and ``b`` within
+    ``radius`` pixels (edges replicated). ``a``, ``b``: (H, W) or (H, W, C)."""
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    h, w = a.shape[:2]
+    pad = cv2.copyMakeBorder(b, radius, radius, radius, radius, cv2.BORDER_REPLICATE)
+    if pad.ndim == 2:
+        pad = pad[..., None]
+    best = None
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            d = a - pad[dy:dy + h, dx:dx + w]
+            d = np.einsum("ijk,ijk->ij", d, d)
+            best = d if best is None else np.minimum(best, d)
+    return np.sqrt(best)
+
+
+def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Shift-tolerant distance, both ways: large only where neither copy explains the other."""
+    return np.maximum(_shifted_min(a, b, radius), _shifted_min(b, a, radius))
+
+
+def _ssim_dissimilarity(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """1 - SSIM (gray images in 0..255), local Gaussian windows."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda z: cv2.GaussianBlur(z, (0, 0), sigma)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    cxy = blur(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return np.clip(1.0 - ssim, 0.0, 2.0)
+
+
+def _gradient(g: np.ndarray) -> np.ndarray:
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def _hf_noise(g: np.ndarray, valid: np.ndarray) -> float:
+    """Noise of one gray image from its finest details (median absolute Laplacian / 0.6745)."""
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=1)
+    v = np.abs(lap[valid])
+    return float(np.median(v) / 0.6745) if v.size else 0.0
+
+
+def noise_level(d: np.ndarray, valid: np.ndarray, quantile: float = 0.25) -> float:
+    """Robust noise level of a non-negative difference map over ``valid`` pixels: its
+    ``quantile``-th value (the pixels that differ least are the unedited ones)."""
+    v = d[valid]
+    return float(np.quantile(v, quantile)) if v.size else 0.0
+
+
+def activity(g: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """Local standard deviation of a gray image (Gaussian window)."""
+    m = cv2.GaussianBlur(g, (0, 0), sigma)
+    return np.sqrt(np.maximum(cv2.GaussianBlur(g * g, (0, 0), sigma) - m * m, 0.0))
+
+
+def noise_map(d: np.ndarray, act: np.ndarray, valid: np.ndarray, quantile: float = 0.25,
+              bins: int = 8) -> np.ndarray:
+    """Expected level of the difference ``d`` at every pixel, as a function of local activity.
+
+    Recompression and resampling err more in texture and on edges than in flat areas: the valid
+    pixels are split into ``bins`` activity classes of equal size, the noise level of each class
+    is its ``quantile``-th difference (robust while most of a class is unedited), and the level
+    of a pixel is interpolated between the classes' median activities, non-decreasing with it.
+    """
+    a, v = act[valid], d[valid]
+    if v.size < 16 * bins:
+        return np.full(d.shape, noise_level(d, valid, quantile), np.float32)
+    edges = np.quantile(a, np.linspace(0, 1, bins + 1))
+    cls = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, bins - 1)
+    centres, levels = [], []
+    for k in range(bins):
+        sel = cls == k
+        if sel.sum() >= 16:
+            centres.append(float(np.median(a[sel])))
+            levels.append(float(np.quantile(v[sel], quantile)))
+    centres, levels = np.array(centres), np.maximum.accumulate(np.array(levels))
+    centres, keep = np.unique(centres, return_index=True)
+    return np.interp(act, centres, levels[keep]).astype(np.float32)
+
+
+def _down(img: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+
+
+def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == shape:
+        return img
+    return cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray,
+               floors: dict[str, float] | None = None) -> ChangeMap:
+    """Evidence of change at every pixel (see the module docstring).
+
+    ``original``, ``tampered``: (H, W, 3) float32 RGB in 0..255 on the same grid, already tone
+    and detail matched; ``valid``: the pixels both cover. ``floors``: lowest noise level per
+    measure (defaults keep 8-bit rounding from counting as change).
+    """
+    floors = {"colour": 1.0, "structure": 0.01, "edges": 2.0, **(floors or {})}
+    shape = tampered.shape[:2]
+    la, lb = lab(original), lab(tampered)
+    ga = cv2.cvtColor(np.clip(original, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    gb = cv2.cvtColor(np.clip(tampered, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    hf = float(np.hypot(_hf_noise(ga, valid), _hf_noise(gb, valid)))
+    fine = np.zeros(shape, np.float32)
+    coarse = {k: np.zeros(shape, np.float32) for k in ("colour", "structure", "edges")}
+    noise: dict[str, float] = {}
+    used = 0
+    for f in SCALES:
+        va = _down(valid.astype(np.uint8), f) > 0
+        if va.sum() < 256:
+            continue
+        xa, xb = _down(la, f), _down(lb, f)
+        ya, yb = _down(ga, f), _down(gb, f)
+        act = np.maximum(activity(ya), activity(yb))
+        maps = {"colour": tolerant_difference(xa, xb), "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
+        if f > 1:  # SSIM's window would blur the outline at full resolution
+            maps["structure"] = _ssim_dissimilarity(ya, yb)
+        for k, m in maps.items():
+            level = noise_map(m, act, va)
+            if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the level
+                level = np.minimum(level, max(3.0 * hf / f, floors[k]))
+            level = np.maximum(level, floors[k])
+            z = (m / level).astype(np.float32)
+            z[~va] = 0.0
+            if f == 1:
+                noise[k] = float(np.median(level[va]))
+                fine = np.maximum(fine, z)
+            else:
+                coarse[k] += _up(z, shape)
+        used += f > 1
+    both = np.maximum(np.maximum(coarse["colour"], coarse["structure"]), coarse["edges"]) / max(used, 1)
+    fine[~valid] = 0.0
+    both[~valid] = 0.0
+    return ChangeMap(fine, both.astype(np.float32), noise)

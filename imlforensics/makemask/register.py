@@ -1,0 +1,327 @@
+"""Registration: bring the original onto the tampered image's geometry.
+
+Before/after pairs found on the internet differ in size, framing (crops, offsets), small
+rotations and mirroring. The transform is found as MMM prescribes for such pairs (Manipulation
+Mask Manufacturer, arXiv 2407.03695): sparse features first, then a dense refinement.
+
+1. SIFT keypoints (Lowe, IJCV 2004) on both images, and on the mirrored original; descriptor
+   matches that pass Lowe's ratio test.
+2. A robust fit (RANSAC) of a similarity, an affine map and a homography to the matches; the
+   simplest model that explains nearly as many matches as the richest one wins, so a changed
+   region, whose matches disagree with the rest, cannot pull the fit.
+3. Dense refinement by ECC (Evangelidis & Psarakis, PAMI 2008) on the pixels the caller marks as
+   unchanged, from the sparse estimate.
+
+Pairs that are already pixel-aligned, and pairs with too few features whose aspect ratios agree
+(plain resizes), are recognised directly. When nothing explains the pair, registration fails
+with a one-line reason: the images are not of the same scene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ImlfError
+
+MAX_FEATURE_SIDE = 1600  # features are found on copies at most this large
+MAX_ECC_PIXELS = 600_000  # the dense refinement runs on copies at most this large
+MIN_INLIERS = 12
+
+
+class RegistrationError(ImlfError):
+    """The two images could not be brought onto each other."""
+
+
+@dataclass
+class Registration:
+    """Where each pixel of the tampered image lies in the original.
+
+    ``matrix`` (3x3) maps tampered pixel coordinates (x, y, 1) to coordinates in the original,
+    after mirroring it left-right when ``flip`` is set.
+    """
+
+    matrix: np.ndarray
+    flip: bool
+    model: str  # identity | resize | similarity | affine | homography
+    matches: int = 0
+    inliers: int = 0
+    residual_px: float = 0.0  # RMS distance of the inlier matches, in tampered pixels
+    refined: bool = False
+    correlation: float = float("nan")  # of the two images over unchanged pixels, after warping
+
+    @property
+    def scale(self) -> float:
+        """Original pixels per tampered pixel (> 1: the original is the larger one)."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:2, :2]))))
+
+    @property
+    def rotation_deg(self) -> float:
+        return float(np.degrees(np.arctan2(self.matrix[1, 0] - self.matrix[0, 1], self.matrix[0, 0] + self.matrix[1, 1])))
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "flip": self.flip, "matrix": np.round(self.matrix, 6).tolist(),
+                "scale": round(self.scale, 4), "rotation_deg": round(self.rotation_deg, 3),
+                "matches": self.matches, "inliers": self.inliers, "residual_px": round(self.residual_px, 3),
+                "refined": self.refined, "correlation": None if np.isnan(self.correlation) else round(self.correlation, 4)}
+
+
+def gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def oriented(original: np.ndarray, flip: bool) -> np.ndarray:
+    return np.ascontiguousarray(original[:, ::-1]) if flip else original
+
+
+def _resized(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most ``max_side``, and its scale (new / old)."""
+    f = min(1.0, max_side / max(img.shape[:2]))
+    if f == 1.0:
+        return img, 1.0
+    return cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA), f
+
+
+def _scaling(f: float) -> np.ndarray:
+    """Pixel-centre coordinates of an image resized by ``f``: x' = (x + 0.5) f - 0.5."""
+    return np.array([[f, 0, 0.5 * f - 0.5], [0, f, 0.5 * f - 0.5], [0, 0, 1.0]])
+
+
+def _features(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    sift = cv2.SIFT_create(nfeatures=5000)
+    kps, desc = sift.detectAndCompute(g, None)
+    pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    return pts, desc
+
+
+def _matches(desc_t: np.ndarray | None, desc_o: np.ndarray | None, ratio: float = 0.8) -> np.ndarray:
+    """Index pairs (i in tampered, j in original) passing the ratio test, one per original keypoint."""
+    if desc_t is None or desc_o is None or len(desc_t) < 2 or len(desc_o) < 2:
+        return np.zeros((0, 2), np.int64)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_t, desc_o, k=2)
+    pairs = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in knn
+             if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    best: dict[int, tuple[int, float]] = {}
+    for i, j, d in pairs:  # an original keypoint matched twice keeps its closest match
+        if j not in best or d < best[j][1]:
+            best[j] = (i, d)
+    return np.array([(i, j) for j, (i, _) in best.items()], np.int64).reshape(-1, 2)
+
+
+def _fit(pt: np.ndarray, po: np.ndarray, threshold: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Robust fits of the three models: (name, 3x3 tampered -> original, inlier mask)."""
+    out = []
+    if len(pt) < 4:
+        return out
+    m, inl = cv2.estimateAffinePartial2D(pt, po, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                         maxIters=4000, confidence=0.999)
+    if m is not None:
+        out.append(("similarity", np.vstack([m, [0, 0, 1]]), inl.ravel().astype(bool)))
+    m, inl = cv2.estimateAffine2D(pt, po, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                  maxIters=4000, confidence=0.999)
+    if m is not None:
+        out.append(("affine", np.vstack([m, [0, 0, 1]]), inl.ravel().astype(bool)))
+    if len(pt) >= 8:
+        m, inl = cv2.findHomography(pt, po, cv2.USAC_MAGSAC, threshold, maxIters=4000, confidence=0.999)
+        if m is not None and abs(m[2, 2]) > 1e-12:
+            out.append(("homography", m / m[2, 2], inl.ravel().astype(bool)))
+    return out
+
+
+def _plausible(matrix: np.ndarray, shape_t: tuple[int, int], shape_o: tuple[int, int]) -> bool:
+    """A transform that keeps the tampered image's corners inside a generous frame around the
+    original and distorts it little."""
+    a = matrix[:2, :2]
+    s = np.linalg.svd(a, compute_uv=False)
+    if s.min() <= 0 or s.max() / s.min() > 1.5 or not 0.05 < np.sqrt(s.max() * s.min()) < 20:
+        return False
+    if abs(matrix[2, 0]) > 1e-2 or abs(matrix[2, 1]) > 1e-2:  # strong perspective: not an edit's copy
+        return False
+    h, w = shape_t
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ matrix.T
+    if np.any(corners[:, 2] <= 0):
+        return False
+    corners = corners[:, :2] / corners[:, 2:]
+    ho, wo = shape_o
+    margin = 0.5 * max(ho, wo)
+    return bool(np.all((corners > -margin) & (corners < np.array([wo, ho]) + margin)))
+
+
+def _choose(fits: list[tuple[str, np.ndarray, np.ndarray]], shape_t, shape_o) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The simplest plausible model with at least 90% of the best plausible inlier count."""
+    ok = [f for f in fits if _plausible(f[1], shape_t, shape_o)]
+    if not ok:
+        return None
+    most = max(int(f[2].sum()) for f in ok)
+    for name in ("similarity", "affine", "homography"):
+        for f in ok:
+            if f[0] == name and f[2].sum() >= 0.9 * most:
+                return f
+    return None
+
+
+def _sparse(tampered: np.ndarray, original: np.ndarray) -> Registration | None:
+    gt, ft = _resized(gray(tampered), MAX_FEATURE_SIDE)
+    pt_all, dt = _features(gt)
+    best: Registration | None = None
+    for flip in (False, True):
+        go, fo = _resized(gray(oriented(original, flip)), MAX_FEATURE_SIDE)
+        po_all, do = _features(go)
+        idx = _matches(dt, do)
+        if len(idx) < MIN_INLIERS:
+            continue
+        pt, po = pt_all[idx[:, 0]], po_all[idx[:, 1]]
+        threshold = max(2.0, 0.004 * max(go.shape))
+        choice = _choose(_fit(pt, po, threshold), gt.shape, go.shape)
+        if choice is None:
+            continue
+        name, m, inl = choice
+        # back to full-resolution coordinates: T -> T_small -> O_small -> O
+        full = np.linalg.inv(_scaling(fo)) @ m @ _scaling(ft)
+        proj = np.c_[pt[inl], np.ones(inl.sum())] @ m.T
+        proj = proj[:, :2] / proj[:, 2:]
+        rms_o = float(np.sqrt(np.mean(np.sum((proj - po[inl]) ** 2, axis=1)))) / fo  # in original pixels
+        reg = Registration(full, flip, name, matches=len(idx), inliers=int(inl.sum()))
+        reg.residual_px = rms_o / max(reg.scale, 1e-9)
+        if reg.inliers >= MIN_INLIERS and (best is None or reg.inliers > best.inliers):
+            best = reg
+    return best
+
+
+def _resize_model(shape_t: tuple[int, int], shape_o: tuple[int, int]) -> np.ndarray:
+    """The original stretched onto the tampered image's frame (pixel centres aligned)."""
+    (ht, wt), (ho, wo) = shape_t, shape_o
+    fx, fy = wo / wt, ho / ht
+    return np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])
+
+
+def warp(original: np.ndarray, reg: Registration, shape: tuple[int, int],
+         interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, np.ndarray]:
+    """The (mirrored when ``reg.flip``) original resampled onto the tampered frame ``shape`` (h, w),
+    and the boolean map of the tampered pixels it covers. A much larger original is first
+    shrunk by area averaging, so that the resampling does not alias."""
+    src = oriented(original, reg.flip)
+    m = reg.matrix
+    s = reg.scale
+    if s > 1.25:  # shrink first: INTER_AREA averages, a direct warp would alias
+        f = 1.0 / s
+        small = cv2.resize(src, (max(1, round(src.shape[1] * f)), max(1, round(src.shape[0] * f))),
+                           interpolation=cv2.INTER_AREA)
+        fx, fy = small.shape[1] / src.shape[1], small.shape[0] / src.shape[0]
+        m = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]]) @ m
+        src = small
+    h, w = shape
+    flags = interpolation | cv2.WARP_INVERSE_MAP
+    if reg.model == "homography":
+        out = cv2.warpPerspective(src, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        cover = cv2.warpPerspective(np.ones(src.shape[:2], np.uint8), m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    else:
+        out = cv2.warpAffine(src, m[:2], (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        cover = cv2.warpAffine(np.ones(src.shape[:2], np.uint8), m[:2], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    return out, cover > 0
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    if mask.sum() < 16:
+        return float("nan")
+    x, y = a[mask].astype(np.float64), b[mask].astype(np.float64)
+    x -= x.mean()
+    y -= y.mean()
+    d = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / d) if d > 0 else float("nan")
+
+
+def refine(original: np.ndarray, tampered: np.ndarray, reg: Registration,
+           unchanged: np.ndarray | None = None) -> Registration:
+    """Dense ECC refinement of ``reg`` on the tampered pixels marked ``unchanged`` (all when None).
+
+    Returns a new Registration (the old one when ECC does not converge or moves the estimate
+    implausibly far); its ``correlation`` is measured on the same pixels.
+    """
+    gt, ft = _resized(gray(tampered), int(np.sqrt(MAX_ECC_PIXELS * tampered.shape[1] / tampered.shape[0])))
+    src = oriented(original, reg.flip)
+    # the original at about the tampered copy's scale, so ECC compares like with like
+    fo = min(1.0, ft / max(reg.scale, 1e-9))
+    go = gray(src) if fo == 1.0 else cv2.resize(gray(src), (max(1, round(src.shape[1] * fo)), max(1, round(src.shape[0] * fo))),
+                                                interpolation=cv2.INTER_AREA)
+    fo_x, fo_y = go.shape[1] / src.shape[1], go.shape[0] / src.shape[0]
+    to_small_o = np.array([[fo_x, 0, 0.5 * fo_x - 0.5], [0, fo_y, 0.5 * fo_y - 0.5], [0, 0, 1.0]])
+    m_small = to_small_o @ reg.matrix @ np.linalg.inv(_scaling(ft))
+    mask_t = np.ones(gt.shape, np.uint8) if unchanged is None else cv2.resize(
+        unchanged.astype(np.uint8), (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
+    homography = reg.model == "homography"
+    # ECC's mask lives on the input image (the original): carry the unchanged pixels over
+    if homography:
+        mask_o = cv2.warpPerspective(mask_t, m_small, (go.shape[1], go.shape[0]), flags=cv2.INTER_NEAREST)
+    else:
+        mask_o = cv2.warpAffine(mask_t, m_small[:2], (go.shape[1], go.shape[0]), flags=cv2.INTER_NEAREST)
+    warp0 = (m_small if homography else m_small[:2]).astype(np.float32)
+    motion = cv2.MOTION_HOMOGRAPHY if homography else cv2.MOTION_AFFINE
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    try:
+        _, w = cv2.findTransformECC(gt.astype(np.float32), go.astype(np.float32), warp0.copy(), motion, criteria,
+                                    mask_o, 5)
+    except cv2.error:
+        return reg
+    m_new = w.astype(np.float64) if homography else np.vstack([w.astype(np.float64), [0, 0, 1]])
+    full = np.linalg.inv(to_small_o) @ m_new @ _scaling(ft)
+    # a refinement corrects by pixels, not by a large fraction of the image
+    h, wdt = tampered.shape[:2]
+    corners = np.array([[0, 0, 1], [wdt, 0, 1], [0, h, 1], [wdt, h, 1]], float)
+    moved = _project(corners, full) - _project(corners, reg.matrix)
+    if not _plausible(full, (h, wdt), src.shape[:2]) or np.abs(moved).max() > 0.05 * max(src.shape[:2]) + 3:
+        return reg
+    out = Registration(full, reg.flip, reg.model if reg.model != "identity" else "affine", reg.matches, reg.inliers,
+                       reg.residual_px, refined=True)
+    out.correlation = correlation(original, tampered, out, unchanged)
+    before = correlation(original, tampered, reg, unchanged)
+    if not out.correlation > before:  # ECC maximises a correlation too: keep it only if it agrees
+        reg.correlation = before
+        return reg
+    return out
+
+
+def _project(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    p = points @ m.T
+    return p[:, :2] / p[:, 2:]
+
+
+def correlation(original: np.ndarray, tampered: np.ndarray, reg: Registration,
+                unchanged: np.ndarray | None = None) -> float:
+    """Normalised cross-correlation of the lightly blurred gray images over the covered
+    ``unchanged`` pixels, after warping."""
+    warped, cover = warp(original, reg, tampered.shape[:2])
+    mask = cover if unchanged is None else cover & unchanged
+    a = cv2.GaussianBlur(gray(warped), (0, 0), 1.0)
+    b = cv2.GaussianBlur(gray(tampered), (0, 0), 1.0)
+    return _ncc(a, b, mask)
+
+
+def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
+    """Find where each tampered pixel lies in the original (RGB uint8 arrays); see the module docstring.
+
+    Raises RegistrationError when the images do not show the same scene.
+    """
+    shape_t, shape_o = tampered.shape[:2], original.shape[:2]
+    if shape_t == shape_o:
+        # already aligned? most pixels of an edit's copy are (nearly) untouched
+        same = np.abs(original.astype(np.int16) - tampered.astype(np.int16)).max(axis=2) <= 12
+        if same.mean() >= 0.3:
+            reg = Registration(np.eye(3), False, "identity")
+            reg.correlation = correlation(original, tampered, reg)
+            return reg
+    reg = _sparse(tampered, original)
+    if reg is None:
+        ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
+        if abs(ratio - 1) < 0.02:  # too few features, same framing: a plain resize?
+            reg = Registration(_resize_model(shape_t, shape_o), False, "resize")
+            reg = refine(original, tampered, reg)
+            reg.correlation = correlation(original, tampered, reg)
+            if reg.correlation >= 0.5:
+                return reg
+        raise RegistrationError("registration failed: the two images share no consistent features "
+                                "(they do not look like copies of one picture)")
+    reg.correlation = correlation(original, tampered, reg)
+    return reg
