@@ -81,11 +81,11 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _job(args: tuple[str, str, str, str, int]) -> list[tuple]:
+def _job(args: tuple[str, str, str, str, int, int]) -> list[tuple]:
     from imlforensics.errors import ImlfError
     from imlforensics.makemask import make_mask
 
-    name, o_path, t_path, m_path, seed = args
+    name, o_path, t_path, m_path, seed, index = args
     original, tampered = _read(Path(o_path)), _read(Path(t_path))
     gt = np.asarray(Image.open(m_path).convert("L")) > 127
     if gt.shape != tampered.shape[:2]:
@@ -101,11 +101,12 @@ def _job(args: tuple[str, str, str, str, int]) -> list[tuple]:
         except ImlfError as exc:
             ours, error = np.zeros(m.shape, bool), str(exc)
         seconds = time.perf_counter() - start
-        rows.append((name, kind, *scores(ours, m), *scores(naive(o, t), m), seconds / (t.shape[0] * t.shape[1] / 1e6), error))
+        rows.append((name, kind, *scores(ours, m), *scores(naive(o, t), m), seconds / (t.shape[0] * t.shape[1] / 1e6), error,
+                     index))
     return rows
 
 
-def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str, int]]:
+def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str, int, int]]:
     out = []
     for name in ("casia1", "cocoglide"):
         rows = list(csv.DictReader(open(data / name / "pairs.csv", newline="")))
@@ -114,7 +115,7 @@ def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str,
         for i in pick:
             r = rows[i]
             out.append((name, str(data / name / r["original"]), str(data / name / r["tampered"]),
-                        str(data / name / r["mask"]), int(seed * 100003 + i)))
+                        str(data / name / r["mask"]), int(seed * 100003 + i), int(i)))
     return out
 
 
@@ -125,6 +126,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--failures", action="store_true", help="list the pairs where registration failed")
+    ap.add_argument("--worst", type=int, default=0, help="list the N worst pairs of each degradation")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -141,6 +143,9 @@ def main() -> None:
             failed = sum(1 for r in sel if r[7])
             print(f"| {kind} | {s} | {len(sel)} | {m(2):.3f} | {m(4):.3f} | {m(3):.3f} | {m(5):.3f} | {failed} | "
                   f"{np.median([r[6] for r in sel]):.2f} |")
+    for kind in DEGRADATIONS if args.worst else ():
+        for r in sorted((r for r in rows if r[1] == kind), key=lambda r: r[2])[: args.worst]:
+            print(f"worst {kind}: {r[0]} #{r[8]} IoU {r[2]:.3f} naive {r[4]:.3f} {r[7]}", file=sys.stderr)
     if args.failures:
         for r in rows:
             if r[7]:

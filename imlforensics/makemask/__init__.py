@@ -89,11 +89,13 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         keep = cover if unchanged is None else cover & unchanged
         tone = fit_tone(a, b, keep)
         a = tone.apply(a)
-        ch = change_map(a, b, cover)
+        ch = change_map(a, b, cover, None if rnd == 0 else quiet)
         mask, soft = clean(ch.fine, ch.coarse, t, cover)
-        # unchanged for the next pass: well below the low threshold, away from what was found
-        found = cv2.dilate(((ch.score >= LOW) | mask).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        unchanged = cover & ~found
+        # for the next pass: the fits use pixels well below the low threshold away from what was
+        # found, the noise every pixel outside the mask
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        quiet = cover & ~grown
+        unchanged = quiet & ~(cv2.dilate((ch.score >= LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
         stages = {"tone_max_shift": round(tone.strength(), 2), "noise": ch.noise,
                   "super_resolution": sr_note}
     coverage = float(cover.mean())

@@ -3,9 +3,9 @@
 Recompression and resampling leave a difference everywhere; an edit leaves a large one in a
 region. Three measures, each at three scales (full, 1/2, 1/4 resolution):
 
-* colour: the CIELAB distance between the copies, made *shift tolerant*: at every pixel, the
-  smallest distance to the other copy within one pixel, both ways (a resampled or slightly
-  misregistered edge is explained by a shift; an edit is not);
+* colour: the CIELAB distance between the copies, made *sampling insensitive*: a value that lies
+  within the range of the other copy's values one pixel around counts as explained, both ways
+  (a resampled or slightly misregistered edge is; an edit is not);
 * structure: one minus the local SSIM of the gray images (Wang et al., IEEE TIP 2004), which sees
   texture that was replaced by texture of the same colour;
 * edges: the shift-tolerant difference of the gradient magnitudes.
@@ -45,27 +45,21 @@ def lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
-def _shifted_min(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
-    """At each pixel, the smallest Euclidean distance between ``a`` there and ``b`` within
-    ``radius`` pixels (edges replicated). ``a``, ``b``: (H, W) or (H, W, C)."""
-    if a.ndim == 2:
-        a, b = a[..., None], b[..., None]
-    h, w = a.shape[:2]
-    pad = cv2.copyMakeBorder(b, radius, radius, radius, radius, cv2.BORDER_REPLICATE)
-    if pad.ndim == 2:
-        pad = pad[..., None]
-    best = None
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            d = a - pad[dy:dy + h, dx:dx + w]
-            d = np.einsum("ijk,ijk->ij", d, d)
-            best = d if best is None else np.minimum(best, d)
-    return np.sqrt(best)
+def _outside_range(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
+    """Per channel, how far ``a`` lies outside the range of ``b`` over the (2 radius + 1)^2
+    neighbourhood, and the Euclidean norm over channels. ``a``, ``b``: (H, W) or (H, W, C)."""
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    lo, hi = cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE)
+    d = np.maximum(np.maximum(a - hi, lo - a), 0.0)
+    return np.sqrt(np.einsum("ijk,ijk->ij", d, d)) if d.ndim == 3 else d
 
 
 def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
-    """Shift-tolerant distance, both ways: large only where neither copy explains the other."""
-    return np.maximum(_shifted_min(a, b, radius), _shifted_min(b, a, radius))
+    """Sampling-insensitive distance (after Birchfield & Tomasi, IEEE PAMI 1998), both ways: a
+    value that lies between the other copy's values within ``radius`` pixels is explained by a
+    shift of an edge or by resampling and counts as no difference; only what neither copy's
+    neighbourhood explains remains."""
+    return np.maximum(_outside_range(a, b, radius), _outside_range(b, a, radius))
 
 
 def _ssim_dissimilarity(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
@@ -144,13 +138,15 @@ def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray,
+def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, unchanged: np.ndarray | None = None,
                floors: dict[str, float] | None = None) -> ChangeMap:
     """Evidence of change at every pixel (see the module docstring).
 
     ``original``, ``tampered``: (H, W, 3) float32 RGB in 0..255 on the same grid, already tone
-    and detail matched; ``valid``: the pixels both cover. ``floors``: lowest noise level per
-    measure (defaults keep 8-bit rounding from counting as change).
+    and detail matched; ``valid``: the pixels both cover. ``unchanged``: the valid pixels a first
+    pass found unedited; the noise is then their median level rather than the lowest quarter of
+    all (heavy-tailed recompression noise has a long upper tail that the lower quarter misses).
+    ``floors``: lowest noise level per measure (defaults keep 8-bit rounding from counting as change).
     """
     floors = {"colour": 1.0, "structure": 0.01, "edges": 2.0, **(floors or {})}
     shape = tampered.shape[:2]
@@ -166,6 +162,11 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray,
         va = _down(valid.astype(np.uint8), f) > 0
         if va.sum() < 256:
             continue
+        quiet, q = va, 0.25
+        if unchanged is not None:
+            un = _down(unchanged.astype(np.uint8), f) > 0
+            if (un & va).sum() >= 256:
+                quiet, q = un & va, 0.5
         xa, xb = _down(la, f), _down(lb, f)
         ya, yb = _down(ga, f), _down(gb, f)
         act = np.maximum(activity(ya), activity(yb))
@@ -173,7 +174,7 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray,
         if f > 1:  # SSIM's window would blur the outline at full resolution
             maps["structure"] = _ssim_dissimilarity(ya, yb)
         for k, m in maps.items():
-            level = noise_map(m, act, va)
+            level = noise_map(m, act, quiet, q)
             if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the level
                 level = np.minimum(level, max(3.0 * hf / f, floors[k]))
             level = np.maximum(level, floors[k])
