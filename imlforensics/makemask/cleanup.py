@@ -73,15 +73,15 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
           high: float = HIGH) -> tuple[np.ndarray, np.ndarray]:
     """Binary mask and soft map from the change evidence (see the module docstring).
 
-    Regions grow over the pixels whose full-resolution evidence ``fine`` reaches ``low`` from
-    seeds where the coarse evidence reaches ``high`` as well. ``guide_rgb``: the tampered image
+    Regions grow over the pixels whose full-resolution evidence ``fine`` and coarse evidence
+    ``coarse`` both reach ``low``, from seeds where the coarse evidence reaches ``high``. ``guide_rgb``: the tampered image
     (RGB, 0..255) whose edges the outline follows; ``valid``: the pixels the original covers
     (outside them nothing can be said: never in the mask).
     """
     h, w = fine.shape
     unit = max(1, round(min(h, w) / 400))  # morphology grows with the image
     score = np.minimum(fine, coarse)
-    weak = fine >= low
+    weak = (fine >= low) & (coarse >= low)  # growth needs support at both scales: noise leaks no region
     mask = hysteresis(weak, weak & (coarse >= high)) & valid
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _disk(unit)) > 0
     mask = remove_small(mask, max(16 * unit * unit, int(2e-4 * h * w)))

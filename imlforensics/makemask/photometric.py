@@ -1,11 +1,13 @@
 """Photometric alignment: undo global colour, gamma, gain and contrast changes between the copies.
 
 Edited copies are often re-graded as a whole: brighter, warmer, more contrast. Such a change is
-a monotone curve per channel. The curve is fitted on the pixels believed unchanged (the caller's
-mask): for every value of the original, the median of the tampered copy's values there, made
-monotone by pool-adjacent-violators (isotonic regression, as Barlow et al. 1972) weighted by the
-pixel counts, and interpolated where a value does not occur. The original is then mapped
-through it, so that what is left of the difference is the edit.
+a smooth monotone curve per channel: here a gain, an offset and a gamma. The curve is fitted on
+the pixels believed unchanged (the caller's mask): for every value of the original, the median
+of the tampered copy's values there; the curve closest to these medians in absolute deviation,
+weighted by the pixel counts, over a grid of gammas. The fit is repeated on the 70% of pixels the
+previous curves explain best (the first time: no change), so that an edit the mask missed does
+not bend the curve. The original is then mapped through it, so that what is left of the
+difference is the edit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 
 MIN_PIXELS = 500
 MIN_PER_VALUE = 20
-MAX_SAMPLES = 300_000
+MIN_GAIN = 1.0  # gray levels per channel a curve must explain to be applied
+TRIMS, KEEP = 3, 0.7  # refits, each on the share of pixels the last curves explain best
+MAX_SAMPLES = 100_000
 
 
 @dataclass
@@ -42,49 +46,66 @@ class ToneCurves:
         return cls(np.tile(np.arange(256, dtype=np.float32), (3, 1)))
 
 
-def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted isotonic (non-decreasing) fit of ``y`` (pool adjacent violators)."""
-    means, weights, sizes = [], [], []
-    for yi, wi in zip(y, w):
-        means.append(yi)
-        weights.append(wi)
-        sizes.append(1)
-        while len(means) > 1 and means[-2] > means[-1]:
-            m2, w2, s2 = means.pop(), weights.pop(), sizes.pop()
-            tot = weights[-1] + w2
-            means[-1] = (means[-1] * weights[-1] + m2 * w2) / tot
-            weights[-1] = tot
-            sizes[-1] += s2
-    return np.repeat(means, sizes)
+GAMMAS = np.exp(np.linspace(np.log(0.4), np.log(2.5), 61))
+
+
+def _medians(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every value of ``x`` (0..255) with enough pixels: the median of ``y`` (0..255, integers)
+    there, from the joint histogram, and the pixel count; returns (values, medians, counts)."""
+    joint = np.bincount(x * 256 + y, minlength=65536).reshape(256, 256)
+    counts = joint.sum(axis=1)
+    present = np.flatnonzero(counts >= MIN_PER_VALUE)  # a median of a handful of pixels is not trusted
+    cum = np.cumsum(joint[present], axis=1)
+    med = (cum < (counts[present] / 2.0)[:, None]).sum(axis=1)  # first y whose cumulative count reaches half
+    return present, med.astype(np.float64), counts[present].astype(np.float64)
+
+
+def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The curve ``a (x / 255) ** gamma * 255 + b`` closest to the per-value medians of ``y``
+    (weighted by how many pixels have each value, least absolute deviations), its L1 error, and
+    the identity's. All gammas of the grid are fitted at once."""
+    levels = np.arange(256, dtype=np.float64)
+    present, med, wgt = _medians(x, y)
+    if present.size < 8:
+        return levels, 0.0, 0.0
+    identity_err = float(np.sum(wgt * np.abs(med - present)) / wgt.sum())
+    basis = 255.0 * (present / 255.0)[None, :] ** GAMMAS[:, None]  # (G, P)
+    rw = np.broadcast_to(wgt, basis.shape).copy()
+    for _ in range(6):  # least absolute deviations by reweighted least squares, per gamma
+        sw, sx, sy = rw.sum(1), (rw * basis).sum(1), (rw * med).sum(1)
+        sxx, sxy = (rw * basis * basis).sum(1), (rw * basis * med).sum(1)
+        det = sw * sxx - sx * sx
+        a = np.where(det > 1e-9, (sw * sxy - sx * sy) / np.where(det > 1e-9, det, 1.0), 1.0)
+        b = (sy - a * sx) / sw
+        resid = np.abs(a[:, None] * basis + b[:, None] - med)
+        rw = wgt / np.maximum(resid, 0.5)
+    err = (wgt * resid).sum(1) / wgt.sum()
+    k = int(np.argmin(err))
+    return a[k] * 255.0 * (levels / 255.0) ** GAMMAS[k] + b[k], float(err[k]), identity_err
 
 
 def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed: int = 0) -> ToneCurves:
-    """Per-channel monotone curves taking ``original`` (warped onto the tampered frame) to
-    ``tampered`` on the pixels of ``mask``; the identity when too few pixels are given."""
+    """Per-channel curves taking ``original`` (warped onto the tampered frame) to ``tampered`` on
+    the pixels of ``mask``: a gain, an offset and a gamma each, which is what global grading does
+    and leaves an edit that covers part of the value range no room to bend the curve. The
+    identity when too few pixels are given, or when the curves explain the pixels less than a
+    gray level better than no change does."""
     idx = np.flatnonzero(mask.ravel())
     if idx.size < MIN_PIXELS:
         return ToneCurves.identity()
     if idx.size > MAX_SAMPLES:
         idx = np.sort(np.random.default_rng(seed).choice(idx, MAX_SAMPLES, replace=False))
     src = np.clip(np.rint(original.reshape(-1, 3)[idx]), 0, 255).astype(np.int64)
-    dst = tampered.reshape(-1, 3)[idx].astype(np.float64)
-    luts = np.empty((3, 256), np.float32)
-    levels = np.arange(256)
-    for c in range(3):
-        x, y = src[:, c], dst[:, c]
-        order = np.lexsort((y, x))
-        x, y = x[order], y[order]
-        counts = np.bincount(x, minlength=256)
-        present = np.flatnonzero(counts >= MIN_PER_VALUE)  # a median of a handful of pixels is not trusted
-        if present.size < 2:
-            luts[c] = levels
-            continue
-        starts = np.cumsum(counts) - counts
-        med = y[starts[present] + counts[present] // 2]  # per-value median
-        fit = _pav(med, counts[present].astype(np.float64))
-        lut = np.interp(levels, present, fit)
-        # beyond the values seen, continue parallel to the identity
-        lut[: present[0]] = fit[0] - (present[0] - levels[: present[0]])
-        lut[present[-1] + 1:] = fit[-1] + (levels[present[-1] + 1:] - present[-1])
-        luts[c] = np.clip(lut, 0, 255)
-    return ToneCurves(luts)
+    dst = np.clip(np.rint(tampered.reshape(-1, 3)[idx]), 0, 255).astype(np.int64)
+    curves = ToneCurves.identity()
+    keep = np.ones(len(idx), bool)
+    for _ in range(TRIMS + 1):
+        # pixels the current curves explain worst (an edit the mask missed) are left out of the next fit
+        residual = np.abs(curves.luts[np.arange(3), src] - dst).mean(axis=1)
+        keep = residual <= max(float(np.quantile(residual, KEEP)), 2.0)
+        fits = [_fit_channel(src[keep, c], dst[keep, c]) for c in range(3)]
+        if sum(ident - err for _, err, ident in fits) < 3 * MIN_GAIN:
+            curves = ToneCurves.identity()
+        else:
+            curves = ToneCurves(np.clip(np.stack([f[0] for f in fits]), 0, 255).astype(np.float32))
+    return curves

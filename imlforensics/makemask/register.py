@@ -26,9 +26,11 @@ import numpy as np
 
 from ..errors import ImlfError
 
-MAX_FEATURE_SIDE = 1600  # features are found on copies at most this large
+MAX_FEATURE_SIDE = 1200  # features are found on copies at most this large
 MAX_ECC_PIXELS = 600_000  # the dense refinement runs on copies at most this large
-MIN_INLIERS = 12
+MIN_INLIERS = 8  # below this many agreeing matches, nothing is trusted
+SURE_INLIERS = 25  # from this many, the fit needs no further check
+MIN_FEATURE_SIDE = 640  # smaller images are enlarged before their features are found
 
 
 class RegistrationError(ImlfError):
@@ -76,12 +78,17 @@ def oriented(original: np.ndarray, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(original[:, ::-1]) if flip else original
 
 
-def _resized(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """A copy whose longer side is at most ``max_side``, and its scale (new / old)."""
-    f = min(1.0, max_side / max(img.shape[:2]))
+def _resized(img: np.ndarray, max_side: int, min_side: int = 0) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most ``max_side`` (and, enlarged by a whole factor, at least
+    ``min_side``), and its scale (new / old)."""
+    longest = max(img.shape[:2])
+    f = min(1.0, max_side / longest)
+    if min_side and longest < min_side:
+        f = float(np.ceil(min_side / longest))
     if f == 1.0:
         return img, 1.0
-    return cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA), f
+    interpolation = cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+    return cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=interpolation), f
 
 
 def _scaling(f: float) -> np.ndarray:
@@ -90,13 +97,13 @@ def _scaling(f: float) -> np.ndarray:
 
 
 def _features(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    sift = cv2.SIFT_create(nfeatures=5000)
+    sift = cv2.SIFT_create(nfeatures=3000)
     kps, desc = sift.detectAndCompute(g, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     return pts, desc
 
 
-def _matches(desc_t: np.ndarray | None, desc_o: np.ndarray | None, ratio: float = 0.8) -> np.ndarray:
+def _matches(desc_t: np.ndarray | None, desc_o: np.ndarray | None, ratio: float = 0.85) -> np.ndarray:
     """Index pairs (i in tampered, j in original) passing the ratio test, one per original keypoint."""
     if desc_t is None or desc_o is None or len(desc_t) < 2 or len(desc_o) < 2:
         return np.zeros((0, 2), np.int64)
@@ -163,11 +170,11 @@ def _choose(fits: list[tuple[str, np.ndarray, np.ndarray]], shape_t, shape_o) ->
 
 
 def _sparse(tampered: np.ndarray, original: np.ndarray) -> Registration | None:
-    gt, ft = _resized(gray(tampered), MAX_FEATURE_SIDE)
+    gt, ft = _resized(gray(tampered), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
     pt_all, dt = _features(gt)
     best: Registration | None = None
     for flip in (False, True):
-        go, fo = _resized(gray(oriented(original, flip)), MAX_FEATURE_SIDE)
+        go, fo = _resized(gray(oriented(original, flip)), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
         po_all, do = _features(go)
         idx = _matches(dt, do)
         if len(idx) < MIN_INLIERS:
@@ -187,6 +194,8 @@ def _sparse(tampered: np.ndarray, original: np.ndarray) -> Registration | None:
         reg.residual_px = rms_o / max(reg.scale, 1e-9)
         if reg.inliers >= MIN_INLIERS and (best is None or reg.inliers > best.inliers):
             best = reg
+        if best is not None and best.inliers >= SURE_INLIERS:
+            break  # the upright original explains the copy: no need to try it mirrored
     return best
 
 
@@ -324,4 +333,21 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         raise RegistrationError("registration failed: the two images share no consistent features "
                                 "(they do not look like copies of one picture)")
     reg.correlation = correlation(original, tampered, reg)
+    if reg.inliers < SURE_INLIERS and not structure_agrees(original, tampered, reg):
+        raise RegistrationError(f"registration failed: only {reg.inliers} features agree and the images' "
+                                "structures do not (they do not look like copies of one picture)")
     return reg
+
+
+def structure_agrees(original: np.ndarray, tampered: np.ndarray, reg: Registration, least: float = 0.15) -> bool:
+    """Whether the band-passed (difference of Gaussians) gray images correlate over the covered
+    pixels once warped: copies of one picture do, even when much of it was edited; a fit to
+    chance matches between unrelated pictures does not."""
+    warped, cover = warp(original, reg, tampered.shape[:2])
+
+    def band(g: np.ndarray) -> np.ndarray:
+        g = g.astype(np.float32)
+        return cv2.GaussianBlur(g, (0, 0), 1.0) - cv2.GaussianBlur(g, (0, 0), 4.0)
+
+    r = _ncc(band(gray(warped)), band(gray(tampered)), cover)
+    return bool(r >= least)
