@@ -29,7 +29,7 @@ import numpy as np
 from ..image import ImageLike, as_image
 from .change import change_map
 from .cleanup import HIGH, LOW, clean
-from .detail import resample_like
+from .detail import match_blur, resample_like
 from .photometric import fit_tone
 from .register import Registration, RegistrationError, refine, register, warp
 
@@ -88,7 +88,8 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
             b = resample_like(b, reg_used.scale)
         keep = cover if unchanged is None else cover & unchanged
         tone = fit_tone(a, b, keep)
-        a = tone.apply(a)
+        a = tone.apply_saturated(a, b)
+        a, b, blur = match_blur(a, b, keep)
         ch = change_map(a, b, cover, None if rnd == 0 else quiet)
         mask, soft = clean(ch.fine, ch.coarse, t, cover)
         # for the next pass: the fits use pixels well below the low threshold away from what was
@@ -96,7 +97,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         quiet = cover & ~grown
         unchanged = quiet & ~(cv2.dilate((ch.score >= LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
-        stages = {"tone_max_shift": round(tone.strength(), 2), "noise": ch.noise,
+        stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise,
                   "super_resolution": sr_note}
     coverage = float(cover.mean())
     if coverage < 0.999:

@@ -1,7 +1,8 @@
 """Photometric alignment: undo global colour, gamma, gain and contrast changes between the copies.
 
 Edited copies are often re-graded as a whole: brighter, warmer, more contrast. Such a change is
-a smooth monotone curve per channel: here a gain, an offset and a gamma. The curve is fitted on
+a smooth monotone curve per channel: here one gamma for all three, and a gain and an offset per
+channel. The curve is fitted on
 the pixels believed unchanged (the caller's mask): for every value of the original, the median
 of the tampered copy's values there; the curve closest to these medians in absolute deviation,
 weighted by the pixel counts, over a grid of gammas. The fit is repeated on the 70% of pixels the
@@ -37,6 +38,20 @@ class ToneCurves:
             out[..., c] = np.interp(x[..., c], np.arange(256, dtype=np.float32), self.luts[c])
         return out
 
+    def apply_saturated(self, original: np.ndarray, tampered: np.ndarray) -> np.ndarray:
+        """``apply`` to ``original``, except that a channel the original has clipped (0 or 255, as
+        an exposure or gain change leaves it) only bounds the value: where the tampered copy lies
+        beyond that bound, it is taken as agreeing."""
+        out = self.apply(original)
+        o = np.asarray(original, np.float32)
+        t = np.asarray(tampered, np.float32)
+        for c in range(3):
+            hi_bound, lo_bound = float(np.interp(254.0, np.arange(256), self.luts[c])), float(np.interp(1.0, np.arange(256), self.luts[c]))
+            high = (o[..., c] >= 254.5) & (t[..., c] >= hi_bound)
+            low = (o[..., c] <= 0.5) & (t[..., c] <= lo_bound)
+            out[..., c][high | low] = t[..., c][high | low]
+        return out
+
     def strength(self) -> float:
         """Largest departure from the identity, in gray levels."""
         return float(np.abs(self.luts - np.arange(256)[None, :]).max())
@@ -60,14 +75,15 @@ def _medians(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return present, med.astype(np.float64), counts[present].astype(np.float64)
 
 
-def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The curve ``a (x / 255) ** gamma * 255 + b`` closest to the per-value medians of ``y``
-    (weighted by how many pixels have each value, least absolute deviations), its L1 error, and
-    the identity's. All gammas of the grid are fitted at once."""
+def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """For every gamma of the grid, the curve ``a (x / 255) ** gamma * 255 + b`` closest to the
+    per-value medians of ``y`` (weighted by how many pixels have each value, least absolute
+    deviations): the curves (G, 256), their L1 errors (G,), and the identity's error. None when
+    too few values occur."""
     levels = np.arange(256, dtype=np.float64)
     present, med, wgt = _medians(x, y)
     if present.size < 8:
-        return levels, 0.0, 0.0
+        return None
     identity_err = float(np.sum(wgt * np.abs(med - present)) / wgt.sum())
     basis = 255.0 * (present / 255.0)[None, :] ** GAMMAS[:, None]  # (G, P)
     rw = np.broadcast_to(wgt, basis.shape).copy()
@@ -80,8 +96,8 @@ def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, float
         resid = np.abs(a[:, None] * basis + b[:, None] - med)
         rw = wgt / np.maximum(resid, 0.5)
     err = (wgt * resid).sum(1) / wgt.sum()
-    k = int(np.argmin(err))
-    return a[k] * 255.0 * (levels / 255.0) ** GAMMAS[k] + b[k], float(err[k]), identity_err
+    curves = a[:, None] * 255.0 * (levels / 255.0)[None, :] ** GAMMAS[:, None] + b[:, None]
+    return curves, err, identity_err
 
 
 def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed: int = 0) -> ToneCurves:
@@ -104,8 +120,12 @@ def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed:
         residual = np.abs(curves.luts[np.arange(3), src] - dst).mean(axis=1)
         keep = residual <= max(float(np.quantile(residual, KEEP)), 2.0)
         fits = [_fit_channel(src[keep, c], dst[keep, c]) for c in range(3)]
-        if sum(ident - err for _, err, ident in fits) < 3 * MIN_GAIN:
+        if any(f is None for f in fits):
+            return ToneCurves.identity()
+        # one gamma for the three channels (a grading's gamma is global), a gain and offset each
+        k = int(np.argmin(sum(f[1] for f in fits)))
+        if sum(f[2] - f[1][k] for f in fits) < 3 * MIN_GAIN:
             curves = ToneCurves.identity()
         else:
-            curves = ToneCurves(np.clip(np.stack([f[0] for f in fits]), 0, 255).astype(np.float32))
+            curves = ToneCurves(np.clip(np.stack([f[0][k] for f in fits]), 0, 255).astype(np.float32))
     return curves
