@@ -87,7 +87,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         if reg_used.scale < 0.9:  # the original was enlarged: take the tampered copy down to its detail
             b = resample_like(b, reg_used.scale)
         keep = cover if unchanged is None else cover & unchanged
-        tone = fit_tone(a, b, keep)
+        tone = fit_tone(a, b, keep, previous=None if rnd == 0 else tone)
         a = tone.apply_saturated(a, b)
         a, b, blur = match_blur(a, b, keep)
         ch = change_map(a, b, cover, None if rnd == 0 else quiet)

@@ -108,7 +108,8 @@ def noise_map(d: np.ndarray, act: np.ndarray, valid: np.ndarray, quantile: float
     Recompression and resampling err more in texture and on edges than in flat areas: the valid
     pixels are split into ``bins`` activity classes of equal size, the noise level of each class
     is its ``quantile``-th difference (robust while most of a class is unedited), and the level
-    of a pixel is interpolated between the classes' median activities, non-decreasing with it.
+    of a pixel is interpolated between the classes' median activities. Levels are made
+    non-decreasing with activity from above (each class at most the level of every busier one).
     """
     a, v = act[valid], d[valid]
     if v.size > MAX_SAMPLES:  # quantiles of a regular subsample are as good and far cheaper
@@ -124,7 +125,9 @@ def noise_map(d: np.ndarray, act: np.ndarray, valid: np.ndarray, quantile: float
         if sel.sum() >= 16:
             centres.append(float(np.median(a[sel])))
             levels.append(float(np.quantile(v[sel], quantile)))
-    centres, levels = np.array(centres), np.maximum.accumulate(np.array(levels))
+    # non-decreasing with activity, as the lower envelope: a class that is mostly edited (a
+    # large flat region repainted) takes the level of the busier classes above it
+    centres, levels = np.array(centres), np.minimum.accumulate(np.array(levels)[::-1])[::-1]
     centres, keep = np.unique(centres, return_index=True)
     return np.interp(act, centres, levels[keep]).astype(np.float32)
 

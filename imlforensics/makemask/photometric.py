@@ -20,6 +20,7 @@ import numpy as np
 MIN_PIXELS = 500
 MIN_PER_VALUE = 20
 MIN_GAIN = 1.0  # gray levels per channel a curve must explain to be applied
+SATURATION = 7.0  # levels from 0 or 255 within which a channel counts as clipped
 TRIMS, KEEP = 3, 0.7  # refits, each on the share of pixels the last curves explain best
 MAX_SAMPLES = 100_000
 
@@ -46,9 +47,11 @@ class ToneCurves:
         o = np.asarray(original, np.float32)
         t = np.asarray(tampered, np.float32)
         for c in range(3):
-            hi_bound, lo_bound = float(np.interp(254.0, np.arange(256), self.luts[c])), float(np.interp(1.0, np.arange(256), self.luts[c]))
-            high = (o[..., c] >= 254.5) & (t[..., c] >= hi_bound)
-            low = (o[..., c] <= 0.5) & (t[..., c] <= lo_bound)
+            # (recompression and resampling leave a clipped area a few levels below the limit)
+            hi_bound = float(np.interp(255.0 - SATURATION, np.arange(256), self.luts[c])) - 2.0
+            lo_bound = float(np.interp(SATURATION, np.arange(256), self.luts[c])) + 2.0
+            high = (o[..., c] >= 255.0 - SATURATION) & (t[..., c] >= hi_bound)
+            low = (o[..., c] <= SATURATION) & (t[..., c] <= lo_bound)
             out[..., c][high | low] = t[..., c][high | low]
         return out
 
@@ -70,6 +73,8 @@ def _medians(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     joint = np.bincount(x * 256 + y, minlength=65536).reshape(256, 256)
     counts = joint.sum(axis=1)
     present = np.flatnonzero(counts >= MIN_PER_VALUE)  # a median of a handful of pixels is not trusted
+    # clipped values only bound the true one (see apply_saturated): they say nothing of the curve
+    present = present[(present > SATURATION) & (present < 255 - SATURATION)]
     cum = np.cumsum(joint[present], axis=1)
     med = (cum < (counts[present] / 2.0)[:, None]).sum(axis=1)  # first y whose cumulative count reaches half
     return present, med.astype(np.float64), counts[present].astype(np.float64)
@@ -100,12 +105,14 @@ def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return curves, err, identity_err
 
 
-def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed: int = 0) -> ToneCurves:
+def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed: int = 0,
+             previous: ToneCurves | None = None) -> ToneCurves:
     """Per-channel curves taking ``original`` (warped onto the tampered frame) to ``tampered`` on
     the pixels of ``mask``: a gain, an offset and a gamma each, which is what global grading does
     and leaves an edit that covers part of the value range no room to bend the curve. The
     identity when too few pixels are given, or when the curves explain the pixels less than a
-    gray level better than no change does."""
+    gray level better than no change does. ``previous`` (the curves of an earlier pass, fitted on
+    more of the value range) is kept when it explains these pixels as well as the new fit."""
     idx = np.flatnonzero(mask.ravel())
     if idx.size < MIN_PIXELS:
         return ToneCurves.identity()
@@ -128,4 +135,8 @@ def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed:
             curves = ToneCurves.identity()
         else:
             curves = ToneCurves(np.clip(np.stack([f[0][k] for f in fits]), 0, 255).astype(np.float32))
+    if previous is not None:
+        err = lambda c: float(np.abs(c.luts[np.arange(3), src[keep]] - dst[keep]).mean())  # noqa: E731
+        if err(previous) <= err(curves) + 0.5:
+            return previous
     return curves

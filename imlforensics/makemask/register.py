@@ -20,6 +20,7 @@ with a one-line reason: the images are not of the same scene.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -156,23 +157,23 @@ def _plausible(matrix: np.ndarray, shape_t: tuple[int, int], shape_o: tuple[int,
     return bool(np.all((corners > -margin) & (corners < np.array([wo, ho]) + margin)))
 
 
-def _choose(fits: list[tuple[str, np.ndarray, np.ndarray]], shape_t, shape_o) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """The simplest plausible model with at least 90% of the best plausible inlier count."""
+def _ordered(fits: list[tuple[str, np.ndarray, np.ndarray]], shape_t, shape_o) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The plausible fits, best first: the simplest model with at least 90% of the most inliers,
+    then the others by inlier count."""
     ok = [f for f in fits if _plausible(f[1], shape_t, shape_o)]
     if not ok:
-        return None
+        return []
     most = max(int(f[2].sum()) for f in ok)
-    for name in ("similarity", "affine", "homography"):
-        for f in ok:
-            if f[0] == name and f[2].sum() >= 0.9 * most:
-                return f
-    return None
+    rank = {"similarity": 0, "affine": 1, "homography": 2}
+    first = min((f for f in ok if f[2].sum() >= 0.9 * most), key=lambda f: rank[f[0]])
+    rest = sorted((f for f in ok if f is not first), key=lambda f: -int(f[2].sum()))
+    return [first] + rest
 
 
-def _sparse(tampered: np.ndarray, original: np.ndarray) -> Registration | None:
+def _candidates(tampered: np.ndarray, original: np.ndarray) -> Iterator[Registration]:
+    """Sparse registrations of the upright original, then of the mirrored one, best first."""
     gt, ft = _resized(gray(tampered), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
     pt_all, dt = _features(gt)
-    best: Registration | None = None
     for flip in (False, True):
         go, fo = _resized(gray(oriented(original, flip)), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
         po_all, do = _features(go)
@@ -181,22 +182,17 @@ def _sparse(tampered: np.ndarray, original: np.ndarray) -> Registration | None:
             continue
         pt, po = pt_all[idx[:, 0]], po_all[idx[:, 1]]
         threshold = max(2.0, 0.004 * max(go.shape))
-        choice = _choose(_fit(pt, po, threshold), gt.shape, go.shape)
-        if choice is None:
-            continue
-        name, m, inl = choice
-        # back to full-resolution coordinates: T -> T_small -> O_small -> O
-        full = np.linalg.inv(_scaling(fo)) @ m @ _scaling(ft)
-        proj = np.c_[pt[inl], np.ones(inl.sum())] @ m.T
-        proj = proj[:, :2] / proj[:, 2:]
-        rms_o = float(np.sqrt(np.mean(np.sum((proj - po[inl]) ** 2, axis=1)))) / fo  # in original pixels
-        reg = Registration(full, flip, name, matches=len(idx), inliers=int(inl.sum()))
-        reg.residual_px = rms_o / max(reg.scale, 1e-9)
-        if reg.inliers >= MIN_INLIERS and (best is None or reg.inliers > best.inliers):
-            best = reg
-        if best is not None and best.inliers >= SURE_INLIERS:
-            break  # the upright original explains the copy: no need to try it mirrored
-    return best
+        for name, m, inl in _ordered(_fit(pt, po, threshold), gt.shape, go.shape):
+            if inl.sum() < (MIN_INLIERS - 2 if name == "similarity" else MIN_INLIERS):
+                continue  # a similarity has 4 degrees of freedom, not 6 or 8: fewer matches pin it
+            # back to full-resolution coordinates: T -> T_small -> O_small -> O
+            full = np.linalg.inv(_scaling(fo)) @ m @ _scaling(ft)
+            proj = np.c_[pt[inl], np.ones(inl.sum())] @ m.T
+            proj = proj[:, :2] / proj[:, 2:]
+            rms_o = float(np.sqrt(np.mean(np.sum((proj - po[inl]) ** 2, axis=1)))) / fo  # in original pixels
+            reg = Registration(full, flip, name, matches=len(idx), inliers=int(inl.sum()))
+            reg.residual_px = rms_o / max(reg.scale, 1e-9)
+            yield reg
 
 
 def _resize_model(shape_t: tuple[int, int], shape_o: tuple[int, int]) -> np.ndarray:
@@ -314,29 +310,36 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
     Raises RegistrationError when the images do not show the same scene.
     """
     shape_t, shape_o = tampered.shape[:2], original.shape[:2]
-    if shape_t == shape_o:
-        # already aligned? most pixels of an edit's copy are (nearly) untouched
-        same = np.abs(original.astype(np.int16) - tampered.astype(np.int16)).max(axis=2) <= 12
-        if same.mean() >= 0.3:
-            reg = Registration(np.eye(3), False, "identity")
+    if shape_t == shape_o and _aligned(original, tampered):
+        reg = Registration(np.eye(3), False, "identity")
+        reg.correlation = correlation(original, tampered, reg)
+        return reg
+    for reg in _candidates(tampered, original):
+        # many agreeing matches are proof enough; a few must be confirmed by the images' structure
+        if reg.inliers >= SURE_INLIERS or structure_agrees(original, tampered, reg):
             reg.correlation = correlation(original, tampered, reg)
             return reg
-    reg = _sparse(tampered, original)
-    if reg is None:
-        ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
-        if abs(ratio - 1) < 0.02:  # too few features, same framing: a plain resize?
-            reg = Registration(_resize_model(shape_t, shape_o), False, "resize")
-            reg = refine(original, tampered, reg)
+    ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
+    if abs(ratio - 1) < 0.02:  # too few features, same framing: a plain resize?
+        reg = Registration(_resize_model(shape_t, shape_o), False, "resize")
+        reg = refine(original, tampered, reg)
+        if structure_agrees(original, tampered, reg):
             reg.correlation = correlation(original, tampered, reg)
-            if reg.correlation >= 0.5:
-                return reg
-        raise RegistrationError("registration failed: the two images share no consistent features "
-                                "(they do not look like copies of one picture)")
-    reg.correlation = correlation(original, tampered, reg)
-    if reg.inliers < SURE_INLIERS and not structure_agrees(original, tampered, reg):
-        raise RegistrationError(f"registration failed: only {reg.inliers} features agree and the images' "
-                                "structures do not (they do not look like copies of one picture)")
-    return reg
+            return reg
+    raise RegistrationError("registration failed: the two images share no consistent features "
+                            "(they do not look like copies of one picture)")
+
+
+def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
+    """Whether two images of one size are pixel-aligned copies: most pixels of an edit's copy are
+    nearly untouched, and even when almost all of it was regenerated, what is left is untouched
+    exactly (pairs of unrelated pictures agree that well only where both are flat white or black)."""
+    diff = np.abs(original.astype(np.int16) - tampered.astype(np.int16)).max(axis=2)
+    if (diff <= 12).mean() >= 0.3:
+        return True
+    lo, hi = np.minimum(original, tampered).min(axis=2), np.maximum(original, tampered).max(axis=2)
+    flat = (lo >= 250) | (hi <= 5)
+    return bool(((diff <= 2) & ~flat).mean() >= 0.02)
 
 
 def structure_agrees(original: np.ndarray, tampered: np.ndarray, reg: Registration, least: float = 0.15) -> bool:
