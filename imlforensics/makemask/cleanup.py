@@ -5,7 +5,8 @@
   is not kept;
 * an opening removes thin seams (residual registration error along strong edges, the border of
   a crop) and specks;
-* components smaller than a share of the image are dropped, holes enclosed by the mask filled;
+* components smaller than a share of the image, or whose median evidence is not well above the
+  noise, are dropped; holes enclosed by the mask are filled;
 * edges are snapped to the tampered image's own edges by a guided filter of the soft map
   (He, Sun & Tang, IEEE PAMI 2013), which may move the outline by a few pixels only.
 """
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 LOW, HIGH = 3.0, 6.0  # in units of the pair's noise
+MIN_SHARE = 5e-4  # components smaller than this share of the image are specks
 
 
 def soft_map(score: np.ndarray, low: float = LOW, high: float = HIGH) -> np.ndarray:
@@ -42,6 +44,22 @@ def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
+    return keep[labels]
+
+
+def significant(mask: np.ndarray, evidence: np.ndarray, least: float) -> np.ndarray:
+    """The components of ``mask`` whose median ``evidence`` reaches ``least``: a region of noise
+    can touch the high threshold at a pixel or two, an edit is above it throughout."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    values = evidence.ravel()[order]
+    starts = np.searchsorted(flat[order], np.arange(n))
+    ends = np.r_[starts[1:], flat.size]
+    keep = np.array([k > 0 and ends[k] > starts[k] and float(np.median(values[starts[k]:ends[k]])) >= least
+                     for k in range(n)])
     return keep[labels]
 
 
@@ -84,7 +102,8 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
     weak = (fine >= low) & (coarse >= low)  # growth needs support at both scales: noise leaks no region
     mask = hysteresis(weak, weak & (coarse >= high)) & valid
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _disk(unit)) > 0
-    mask = remove_small(mask, max(16 * unit * unit, int(2e-4 * h * w)))
+    mask = remove_small(mask, max(16 * unit * unit, int(MIN_SHARE * h * w)))
+    mask = significant(mask, coarse, high / 2)
     mask = fill_holes(mask, int(0.02 * h * w))
     soft = soft_map(score, low, high)
     if mask.any():
@@ -94,5 +113,5 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
         inner = cv2.erode(mask.astype(np.uint8), _disk(band)) > 0
         outer = cv2.dilate(mask.astype(np.uint8), _disk(band)) > 0
         mask = (snapped & outer) | inner
-        mask = remove_small(mask & valid, max(16 * unit * unit, int(2e-4 * h * w)))
+        mask = remove_small(mask & valid, max(16 * unit * unit, int(MIN_SHARE * h * w)))
     return mask, soft
