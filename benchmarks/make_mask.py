@@ -24,7 +24,9 @@ import argparse
 import csv
 import io
 import os
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,15 +40,20 @@ DEGRADATIONS = ("clean", "jpeg", "rescale", "crop", "tone", "combined")
 NAIVE_THRESHOLD = 25
 
 
-def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=int(quality))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def degrade(kind: str, original: np.ndarray, tampered: np.ndarray, mask: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(original, tampered, mask) after the degradation ``kind``; the mask follows the tampered copy."""
+            rng: np.random.Generator) -> tuple[np.ndarray | bytes, np.ndarray | bytes, np.ndarray]:
+    """(original, tampered, mask) after the degradation ``kind``; the mask follows the tampered copy.
+    A recompressed copy is returned as its JPEG file's bytes, as a user would have it."""
     o, t, m = original, tampered, mask
     both = kind == "combined"
     if kind == "crop" or both:
@@ -62,7 +69,7 @@ def degrade(kind: str, original: np.ndarray, tampered: np.ndarray, mask: np.ndar
         gains = gain * rng.uniform(0.95, 1.05, 3)
         o = np.clip(255.0 * gains * (o / 255.0) ** gamma, 0, 255).round().astype(np.uint8)
     if kind == "jpeg" or both:
-        o, t = _jpeg(o, rng.integers(60, 96)), _jpeg(t, rng.integers(60, 96))
+        return _jpeg(o, rng.integers(60, 96)), _jpeg(t, rng.integers(60, 96)), np.ascontiguousarray(m)
     return np.ascontiguousarray(o), np.ascontiguousarray(t), np.ascontiguousarray(m)
 
 
@@ -91,18 +98,31 @@ def _job(args: tuple[str, str, str, str, int, int]) -> list[tuple]:
     if gt.shape != tampered.shape[:2]:
         gt = cv2.resize(gt.astype(np.uint8), (tampered.shape[1], tampered.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
     rows = []
+    folder = Path(tempfile.mkdtemp(prefix="imlf-mm-"))
     for k, kind in enumerate(DEGRADATIONS):
         rng = np.random.default_rng([seed, k])
         o, t, m = degrade(kind, original, tampered, gt, rng)
+        # pixels as the user's files hold them: the pair's own files when untouched, JPEG files
+        # when recompressed, arrays (as lossless files would give) otherwise
+        o_in: object = o_path if o is original else o
+        t_in: object = t_path if t is tampered else t
+        for name_, data in (("o.jpg", o), ("t.jpg", t)):
+            if isinstance(data, bytes):
+                (folder / name_).write_bytes(data)
+        if isinstance(o, bytes):
+            o_in, o = str(folder / "o.jpg"), _decode(o)
+        if isinstance(t, bytes):
+            t_in, t = str(folder / "t.jpg"), _decode(t)
         start = time.perf_counter()
         try:
-            ours = make_mask(o, t).mask
+            ours = make_mask(o_in, t_in).mask
             error = ""
         except ImlfError as exc:
             ours, error = np.zeros(m.shape, bool), str(exc)
         seconds = time.perf_counter() - start
         rows.append((name, kind, *scores(ours, m), *scores(naive(o, t), m), seconds / (t.shape[0] * t.shape[1] / 1e6), error,
                      index))
+    shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
