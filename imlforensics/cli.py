@@ -360,11 +360,13 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
 
 def _add_subcommands() -> None:
     from .cli_committee import calibrate_command, ensemble_command
+    from .cli_makemask import make_mask_command
     from .cli_weights import app as weights_app
 
     app.add_typer(weights_app, name="weights")
     app.command("calibrate")(calibrate_command)
     app.command("ensemble")(ensemble_command)
+    app.command("make-mask")(make_mask_command)
 
 
 def main() -> None:

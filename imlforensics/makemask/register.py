@@ -314,11 +314,13 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         reg = Registration(np.eye(3), False, "identity")
         reg.correlation = correlation(original, tampered, reg)
         return reg
+    partial = 0  # most matches that agreed on a transform the images' structure did not confirm
     for reg in _candidates(tampered, original):
         # many agreeing matches are proof enough; a few must be confirmed by the images' structure
         if reg.inliers >= SURE_INLIERS or structure_agrees(original, tampered, reg):
             reg.correlation = correlation(original, tampered, reg)
             return reg
+        partial = max(partial, reg.inliers)
     ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
     if abs(ratio - 1) < 0.02:  # too few features, same framing: a plain resize?
         reg = Registration(_resize_model(shape_t, shape_o), False, "resize")
@@ -326,6 +328,10 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         if structure_agrees(original, tampered, reg):
             reg.correlation = correlation(original, tampered, reg)
             return reg
+    if partial >= 2 * MIN_INLIERS:
+        raise RegistrationError(f"registration failed: {partial} features agree on a part of the images only; "
+                                "the original looks like the source of an object pasted into another picture, "
+                                "not the picture that was edited")
     raise RegistrationError("registration failed: the two images share no consistent features "
                             "(they do not look like copies of one picture)")
 
