@@ -1,0 +1,245 @@
+"""`imlf make-mask`: each stage on its own, the pipeline on degraded pairs, the command as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from imlforensics.makemask import RegistrationError, make_mask
+from imlforensics.makemask.change import tolerant_difference
+from imlforensics.makemask.cleanup import fill_holes, hysteresis, remove_small, significant
+from imlforensics.makemask.photometric import fit_tone
+from imlforensics.makemask.register import register, warp
+
+ROOT = Path(__file__).resolve().parents[1]
+EX = ROOT / "examples"
+
+
+def rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def gt(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L")) > 127
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def splice():
+    """The project's own splice and the picture it was made from, with the true mask."""
+    return rgb(EX / "Au" / "coffee.jpg"), rgb(EX / "Tp" / "splice.jpg"), gt(EX / "Gt" / "splice_gt.png")
+
+
+def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
+    a = np.radians(angle_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [0, 0, 1.0]])
+
+
+# ---------------------------------------------------------------- registration
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_registration_recovers_scale_rotation_offset_and_mirroring(splice, flip):
+    original = splice[0]
+    truth = similarity(1.35, 3.0, 20.0, -12.0)  # tampered pixel -> original pixel
+    h, w = 240, 380
+    tampered = cv2.warpAffine(original, truth[:2], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    source = original[:, ::-1].copy() if flip else original
+    reg = register(source, tampered)
+    assert reg.flip == flip
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float)
+    expected = corners @ truth.T  # (mirroring the mirrored original gives the original back)
+    found = corners @ reg.matrix.T
+    assert np.abs(found[:, :2] / found[:, 2:] - expected[:, :2]).max() < 1.5
+    assert reg.scale == pytest.approx(1.35, rel=0.01) and reg.inliers >= 25
+
+
+def test_unrelated_pictures_are_refused():
+    with pytest.raises(RegistrationError, match="registration failed"):
+        register(rgb(EX / "Au" / "rocket.jpg"), rgb(EX / "Au" / "astronaut.jpg"))
+    with pytest.raises(RegistrationError):
+        make_mask(EX / "Au" / "coffee.jpg", EX / "Au" / "astronaut.jpg")
+
+
+def test_a_pasted_region_does_not_pull_the_fit(splice):
+    original, tampered, mask = splice
+    reg = register(original, tampered)  # pixel-aligned, 15% of the image replaced
+    assert reg.model == "identity"
+    shifted = np.ascontiguousarray(cv2.warpAffine(tampered, np.float32([[1, 0, -7], [0, 1, 4]]), tampered.shape[1::-1]))
+    reg = register(original, shifted)
+    assert np.allclose(reg.matrix[:2, 2], [7, -4], atol=0.5) and np.allclose(reg.matrix[:2, :2], np.eye(2), atol=0.01)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def test_tone_curves_undo_gamma_and_gain_on_unchanged_pixels(splice):
+    original, _, mask = splice
+    graded = np.clip(255.0 * np.array([1.08, 1.0, 0.93]) * (original / 255.0) ** 1.3, 0, 255).round()
+    edited = graded.copy()
+    edited[mask] = 255 - edited[mask]  # an edit the fit must not follow
+    curves = fit_tone(original.astype(np.float32), edited, np.ones(mask.shape, bool))
+    back = curves.apply(original)
+    ok = ~mask & (graded.max(axis=2) < 250)
+    assert np.abs(back[ok] - graded[ok]).mean() < 1.5
+    assert np.abs(back[ok] - graded[ok]).mean() < 0.2 * np.abs(original[ok] - graded[ok]).mean()
+
+
+def test_tolerant_difference_forgives_a_shifted_edge_but_not_an_edit():
+    a = np.zeros((40, 40), np.float32)
+    a[:, 20:] = 200.0
+    b = np.zeros_like(a)
+    b[:, 21:] = 200.0  # the edge one pixel further
+    c = a.copy()
+    c[10:20, 5:15] = 120.0  # an edit
+    assert tolerant_difference(a, b).max() == 0.0
+    assert np.abs(a - b).max() == 200.0
+    assert tolerant_difference(a, c)[12:18, 7:13].min() >= 119.0
+
+
+def test_cleanup_keeps_regions_with_evidence_drops_specks_and_fills_holes():
+    weak = np.zeros((60, 60), bool)
+    weak[10:40, 10:40] = True
+    weak[50:52, 50:52] = True
+    strong = np.zeros_like(weak)
+    strong[20, 20] = True
+    grown = hysteresis(weak, strong)
+    assert grown[10:40, 10:40].all() and not grown[50:52, 50:52].any()
+    ring = grown.copy()
+    ring[20:30, 20:30] = False
+    assert fill_holes(ring, 200)[20:30, 20:30].all() and not fill_holes(ring, 50)[20:30, 20:30].any()
+    assert remove_small(weak, 10).sum() == 900
+    evidence = np.where(weak, 1.0, 0.0)
+    evidence[10:40, 10:40] = 9.0
+    assert significant(weak, evidence, 3.0).sum() == 900
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def test_mask_of_a_clean_pair(splice):
+    original, tampered, mask = splice
+    res = make_mask(original, tampered)
+    assert iou(res.mask, mask) >= 0.9
+    assert res.soft.dtype == np.float32 and res.soft.shape == mask.shape
+    assert res.report["registration"]["model"] == "identity"
+    assert res.report["tampered_fraction"] == pytest.approx(mask.mean(), abs=0.03)
+    assert len(res.report["boxes"]) >= 1 and not res.warnings
+
+
+def test_mask_survives_rescale_crop_regrading_and_recompression_together(splice):
+    original, tampered, mask = splice
+    small = cv2.resize(original, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    graded = np.clip(255.0 * 1.1 * (small / 255.0) ** 0.8, 0, 255).round().astype(np.uint8)
+    o = jpeg(graded, 70)
+    t = jpeg(tampered[18:-11, 25:-30], 85)
+    m = mask[18:-11, 25:-30]
+    res = make_mask(o, t)
+    assert res.mask.shape == m.shape  # the tampered copy's resolution and framing
+    assert iou(res.mask, m) >= 0.85
+    assert res.report["scale_factor"] == pytest.approx(1 / 0.6, rel=0.02)
+    naive = np.abs(cv2.resize(o, t.shape[1::-1]).astype(float) - t).mean(axis=2) >= 25
+    assert iou(res.mask, m) > iou(naive, m) + 0.3
+
+
+def test_identical_images_give_an_empty_mask_and_a_warning(splice):
+    res = make_mask(splice[0], splice[0].copy())
+    assert not res.mask.any() and "identical" in res.warnings[0]
+
+
+# ---------------------------------------------------------------- the command
+
+
+def imlf(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imlforensics", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_one_pair_writes_mask_change_map_overlay_and_report(tmp_path):
+    r = imlf("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["splice.change.png", "splice.json", "splice.mask.png", "splice.overlay.png"]
+    mask = gt(tmp_path / "o" / "splice.mask.png")
+    assert iou(mask, gt(EX / "Gt" / "splice_gt.png")) >= 0.9
+    rep = json.loads((tmp_path / "o" / "splice.json").read_text())
+    for key in ("registration", "scale_factor", "thresholds_noise_units", "noise", "tampered_fraction", "boxes"):
+        assert key in rep
+    assert rep["registration"]["correlation"] > 0.8
+    again = imlf("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "--out", tmp_path / "o")
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # refused before any work
+    single = imlf("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "-o", tmp_path / "m.png")
+    assert single.returncode == 0 and (tmp_path / "m.png").read_bytes() == (tmp_path / "o" / "splice.mask.png").read_bytes()
+
+
+def test_unrelated_pair_is_one_line_of_error_and_no_mask(tmp_path):
+    r = imlf("make-mask", EX / "Au" / "rocket.jpg", EX / "Au" / "astronaut.jpg", "-o", tmp_path / "m.png")
+    assert r.returncode == 1 and "registration failed" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_pairs_file_becomes_a_dataset_that_eval_reads(tmp_path):
+    from imlforensics.datasets import load_dataset
+
+    small = tmp_path / "small.jpg"
+    Image.fromarray(cv2.resize(rgb(EX / "Au" / "astronaut.jpg"), (336, 336), interpolation=cv2.INTER_AREA)).save(small, quality=90)
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["original", "tampered"])
+        w.writerow([str(EX / "Au" / "coffee.jpg"), str(EX / "Tp" / "splice.jpg")])
+        w.writerow(["small.jpg", str(EX / "Tp" / "copymove.jpg")])  # relative to the CSV
+        w.writerow([str(EX / "Au" / "rocket.jpg"), str(EX / "Tp" / "splice.jpg")])  # unrelated: fails
+    out = tmp_path / "ds"
+    r = imlf("make-mask", "--pairs", pairs, "--out", out, "--jobs", "2")
+    assert r.returncode == 1, r.stderr  # one pair failed; the others went on
+    assert "done 2, failed 1" in r.stderr
+    samples = load_dataset(out)
+    assert sorted(Path(s.image).name for s in samples) == ["copymove.jpg", "splice.jpg"]
+    assert (out / "Tp" / "splice.jpg").read_bytes() == (EX / "Tp" / "splice.jpg").read_bytes()
+    copy_move = next(s for s in samples if Path(s.image).name == "copymove.jpg")
+    assert iou(gt(Path(copy_move.mask)), gt(EX / "Gt" / "copymove_gt.png")) >= 0.8
+    failed = (out / "failed.csv").read_text()
+    assert "rocket.jpg" in failed and "registration failed" in failed
+    ev = imlf("eval", out, "--model", "ela")
+    assert ev.returncode == 0, ev.stderr
+
+
+def test_two_folders_are_matched_by_name(tmp_path):
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    (tmp_path / "before" / "splice.png").write_bytes((EX / "Au" / "coffee.jpg").read_bytes())  # same stem
+    (tmp_path / "after" / "splice.jpg").write_bytes((EX / "Tp" / "splice.jpg").read_bytes())
+    (tmp_path / "after" / "lonely.jpg").write_bytes((EX / "Tp" / "copymove.jpg").read_bytes())
+    r = imlf("make-mask", tmp_path / "before", tmp_path / "after", "--out", tmp_path / "ds")
+    assert r.returncode == 1 and "lonely.jpg: no original with this name" in r.stderr
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text()) == [["Tp/splice.jpg", "Gt/splice_gt.png"]]
+
+
+@pytest.mark.data
+def test_clean_benchmark_pairs(shared_data):
+    rows = list(csv.DictReader(open(shared_data / "casia1" / "pairs.csv", newline="")))[:12]
+    scores = []
+    for r in rows:
+        res = make_mask(shared_data / "casia1" / r["original"], shared_data / "casia1" / r["tampered"])
+        scores.append(iou(res.mask, gt(shared_data / "casia1" / r["mask"])))
+    assert np.mean(scores) >= 0.85
