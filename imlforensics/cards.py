@@ -44,6 +44,7 @@ class ModelCard:
     hub: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
+    kind: str = "detector"  # or "super-resolution": a model make-mask uses (architecture detected by spandrel)
 
     @property
     def state_dict_key(self) -> str:
@@ -79,6 +80,7 @@ class ModelCard:
 
 
 _REQUIRED = ("name", "summary", "paper", "architecture", "license", "redistribution", "training")
+KINDS = ("detector", "super-resolution")
 
 
 def parse_card(text: str, source: str = "<card>") -> ModelCard:
@@ -89,10 +91,12 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CardError(f"model card {source} lacks {', '.join(missing)}")
-    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess"}
+    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess", "kind"}
     extra = sorted(set(data) - known)
     if extra:
         raise CardError(f"model card {source} has unknown keys: {', '.join(extra)}")
+    if data.get("kind", "detector") not in KINDS:
+        raise CardError(f"model card {source}: kind must be one of {', '.join(KINDS)}")
     return ModelCard(**data)
 
 

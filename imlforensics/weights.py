@@ -193,6 +193,8 @@ def extract_state_dict(obj: Any, card: ModelCard | None = None) -> tuple[dict[st
 
 def check_state_dict(shapes: Mapping[str, tuple[int, ...]], card: ModelCard) -> None:
     """Compare key names and shapes with the architecture; raise WeightsError listing every difference."""
+    if card.kind == "super-resolution":
+        return _check_spandrel(shapes, card)
     model = card.build("meta")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
@@ -208,6 +210,22 @@ def check_state_dict(shapes: Mapping[str, tuple[int, ...]], card: ModelCard) -> 
         k = wrong[0]
         parts.append(f"{len(wrong)} shape mismatches ({k}: file {tuple(shapes[k])}, {card.name} {expected[k]})")
     raise WeightsError(f"these weights do not fit {card.name}: " + "; ".join(parts))
+
+
+def _check_spandrel(shapes: Mapping[str, tuple[int, ...]], card: ModelCard) -> None:
+    """A super-resolution card names a spandrel architecture (``arch_options.arch``): the keys and
+    shapes must be that architecture's, as spandrel recognises them."""
+    import spandrel
+    import torch
+
+    arch = str(card.arch_options.get("arch", ""))
+    try:
+        support = spandrel.MAIN_REGISTRY.get(arch)
+    except KeyError:
+        raise WeightsError(f"model card {card.name}: spandrel knows no architecture {arch!r}") from None
+    meta = {k: torch.empty(tuple(v), device="meta") for k, v in shapes.items()}
+    if not support.detect(meta):
+        raise WeightsError(f"these weights do not fit {card.name}: spandrel does not recognise them as {arch}")
 
 
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:

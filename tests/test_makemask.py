@@ -243,3 +243,76 @@ def test_clean_benchmark_pairs(shared_data):
         res = make_mask(shared_data / "casia1" / r["original"], shared_data / "casia1" / r["tampered"])
         scores.append(iou(res.mask, gt(shared_data / "casia1" / r["mask"])))
     assert np.mean(scores) >= 0.85
+
+
+# ---------------------------------------------------------------- learned super-resolution
+
+SR_CARD = """
+name = "tiny-esrgan"
+kind = "super-resolution"
+summary = "a 1-block ESRGAN with random weights (test double)"
+paper = "none"
+architecture = "spandrel"
+arch_options = {{ arch = "ESRGAN", scale = {scale} }}
+license = "MIT"
+redistribution = true
+training = "none"
+
+[official]
+files = ["tiny.pth"]
+state_dict_key = "params_ema"
+"""
+
+
+@pytest.fixture
+def sr_env(tmp_path):
+    import os
+
+    import torch
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "tiny-esrgan.toml").write_text(SR_CARD.format(scale=4))
+    torch.manual_seed(0)
+    net = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
+    torch.save({"params_ema": net.state_dict(), "iter": 5}, tmp_path / "tiny.pth")
+    env = dict(os.environ, IMLF_CACHE=str(tmp_path / "cache"), IMLF_CARDS=str(cards), NO_COLOR="1")
+    return env, tmp_path / "tiny.pth", net
+
+
+def test_a_super_resolution_checkpoint_is_imported_and_used_by_make_mask(sr_env, tmp_path, splice):
+    env, checkpoint, _ = sr_env
+    run = lambda *a: subprocess.run([sys.executable, "-m", "imlforensics", *map(str, a)], capture_output=True,  # noqa: E731
+                                    text=True, timeout=300, env=env)
+    r = run("weights", "import", "tiny-esrgan", checkpoint)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-esrgan" not in run("models").stdout  # a super-resolution model is not a detector
+    small = tmp_path / "small.png"
+    Image.fromarray(cv2.resize(splice[0], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)).save(small)
+    r = run("make-mask", small, EX / "Tp" / "splice.jpg", "--sr", "tiny-esrgan", "--out", tmp_path / "o", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["super_resolution"] == {"model": "tiny-esrgan", "scale": 4, "device": "cpu"}
+    assert gt(tmp_path / "o" / "splice.mask.png").shape == splice[2].shape
+    # weights that are not the card's architecture are refused in one line
+    torch = pytest.importorskip("torch")
+    torch.save({"params_ema": {"conv.weight": torch.zeros(3, 3, 1, 1)}}, tmp_path / "other.pth")
+    bad = run("weights", "import", "tiny-esrgan", tmp_path / "other.pth", "--overwrite")
+    assert bad.returncode != 0 and "does not recognise them as ESRGAN" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_upscaler_tiles_give_the_whole_image_forward(sr_env):
+    import torch
+
+    from imlforensics.makemask.sr import Upscaler
+
+    _, _, net = sr_env
+    net.eval()
+    img = np.random.default_rng(0).integers(0, 256, (70, 300, 3), dtype=np.uint8)
+    up = Upscaler(type("D", (), {"scale": 4, "__call__": lambda self, x: net(x)})(), "tiny", "cpu")
+    with torch.inference_mode():
+        whole = net(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    tiled = up.upscale(img)  # 256-px tiles with 16 px of context: seams only where context runs out
+    assert tiled.shape == (280, 1200, 3)
+    assert np.abs(tiled.astype(float) - np.rint(255 * whole)).mean() < 1.0

@@ -135,6 +135,8 @@ class DeepDetector(Detector):
 def register_cards() -> None:
     """Register one DeepDetector subclass per model card."""
     for name, card in all_cards().items():
+        if card.kind != "detector":
+            continue
         attrs = {"name": name, "card": card, "license": card.license, "paper": card.paper,
                  "summary": card.summary, "needs": "any image", "__doc__": DeepDetector.__doc__}
         cls_name = "".join(p.capitalize() for p in name.replace("_", "-").split("-")) + "Detector"
