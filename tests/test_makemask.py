@@ -316,3 +316,30 @@ def test_upscaler_tiles_give_the_whole_image_forward(sr_env):
     tiled = up.upscale(img)  # 256-px tiles with 16 px of context: seams only where context runs out
     assert tiled.shape == (280, 1200, 3)
     assert np.abs(tiled.astype(float) - np.rint(255 * whole)).mean() < 1.0
+
+
+def _basicsr_rrdb_shapes(blocks: int = 23, nf: int = 64, gc: int = 32) -> dict[str, tuple[int, ...]]:
+    """Key names and shapes of Real-ESRGAN's official x4plus checkpoint (BasicSR's RRDBNet naming)."""
+    shapes = {"conv_first.weight": (nf, 3, 3, 3), "conv_first.bias": (nf,)}
+    for b in range(blocks):
+        for r in (1, 2, 3):
+            for c in range(1, 6):
+                out = nf if c == 5 else gc
+                shapes[f"body.{b}.rdb{r}.conv{c}.weight"] = (out, nf + (c - 1) * gc, 3, 3)
+                shapes[f"body.{b}.rdb{r}.conv{c}.bias"] = (out,)
+    for name, out in (("conv_body", nf), ("conv_up1", nf), ("conv_up2", nf), ("conv_hr", nf), ("conv_last", 3)):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (out, nf, 3, 3), (out,)
+    return shapes
+
+
+def test_the_shipped_real_esrgan_card_accepts_the_official_key_layout():
+    from imlforensics.cards import all_cards
+    from imlforensics.weights import WeightsError, check_state_dict
+
+    card = all_cards()["realesrgan-x4plus"]
+    assert card.kind == "super-resolution" and card.state_dict_key == "params_ema"
+    shapes = _basicsr_rrdb_shapes()
+    check_state_dict(shapes, card)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 16_697_987  # Real-ESRGAN x4plus's parameter count
+    with pytest.raises(WeightsError, match="does not recognise"):
+        check_state_dict({"conv.weight": (3, 3, 1, 1)}, card)
