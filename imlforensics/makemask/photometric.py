@@ -34,6 +34,8 @@ class ToneCurves:
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """The image (uint8 or float in 0..255) through the curves, as float32."""
         x = np.clip(rgb, 0, 255).astype(np.float32)
+        if self.strength() == 0.0:
+            return x
         out = np.empty(x.shape, np.float32)
         for c in range(3):
             out[..., c] = np.interp(x[..., c], np.arange(256, dtype=np.float32), self.luts[c])

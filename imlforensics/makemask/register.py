@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ImlfError
 
-MAX_FEATURE_SIDE = 1200  # features are found on copies at most this large
+MAX_FEATURE_SIDE = 900  # features are found on copies at most this large (ECC refines at full detail)
 MAX_ECC_PIXELS = 600_000  # the dense refinement runs on copies at most this large
 MIN_INLIERS = 8  # below this many agreeing matches, nothing is trusted
 SURE_INLIERS = 25  # from this many, the fit needs no further check
@@ -98,7 +98,7 @@ def _scaling(f: float) -> np.ndarray:
 
 
 def _features(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    sift = cv2.SIFT_create(nfeatures=3000)
+    sift = cv2.SIFT_create(nfeatures=2000)
     kps, desc = sift.detectAndCompute(g, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     return pts, desc
