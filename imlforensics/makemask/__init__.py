@@ -91,7 +91,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         a = tone.apply_saturated(a, b)
         a, b, blur = match_blur(a, b, keep)
         ch = change_map(a, b, cover, None if rnd == 0 else quiet)
-        mask, soft = clean(ch.fine, ch.coarse, t, cover)
+        mask, soft = clean(ch.fine, ch.coarse, t, cover, spread=1.0 / min(reg_used.scale, 1.0))
         # for the next pass: the fits use pixels well below the low threshold away from what was
         # found, the noise every pixel outside the mask
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0

@@ -88,13 +88,15 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
 
 
 def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np.ndarray, low: float = LOW,
-          high: float = HIGH) -> tuple[np.ndarray, np.ndarray]:
+          high: float = HIGH, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Binary mask and soft map from the change evidence (see the module docstring).
 
     Regions grow over the pixels whose full-resolution evidence ``fine`` and coarse evidence
     ``coarse`` both reach ``low``, from seeds where the coarse evidence reaches ``high``. ``guide_rgb``: the tampered image
     (RGB, 0..255) whose edges the outline follows; ``valid``: the pixels the original covers
-    (outside them nothing can be said: never in the mask).
+    (outside them nothing can be said: never in the mask). ``spread``: how many tampered pixels
+    one pixel of the original's detail covers (1 / scale for a smaller original): the outline is
+    that much less certain, and the snapping may move it that much further.
     """
     h, w = fine.shape
     unit = max(1, round(min(h, w) / 400))  # morphology grows with the image
@@ -108,8 +110,8 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
     soft = soft_map(score, low, high)
     if mask.any():
         g = cv2.cvtColor(np.clip(guide_rgb, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY) / 255.0
-        snapped = guided_filter(g, mask.astype(np.float32), 2 * unit, 1e-3) >= 0.5
-        band = 2 * unit
+        band = max(1, round(unit * (1 + 2 * max(spread, 1.0))))
+        snapped = guided_filter(g, mask.astype(np.float32), band, 1e-3) >= 0.5
         inner = cv2.erode(mask.astype(np.uint8), _disk(band)) > 0
         outer = cv2.dilate(mask.astype(np.uint8), _disk(band)) > 0
         mask = (snapped & outer) | inner
