@@ -330,12 +330,57 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         if structure_agrees(original, tampered, reg):
             reg.correlation = correlation(original, tampered, reg)
             return reg
+    reg = _dense_search(original, tampered)
+    if reg is not None:
+        return reg
     if partial >= 2 * MIN_INLIERS:
         raise RegistrationError(f"registration failed: {partial} features agree on a part of the images only; "
                                 "the original looks like the source of an object pasted into another picture, "
                                 "not the picture that was edited")
     raise RegistrationError("registration failed: the two images share no consistent features "
                             "(they do not look like copies of one picture)")
+
+
+DENSE_SIDE = 160  # the dense search runs on copies this large
+DENSE_AGREEMENT = 0.3  # band-pass correlation a dense-search result needs (features did not vouch for it)
+
+
+def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | None:
+    """When features fail (small, blurred, mostly repainted copies): the scale and offset at which
+    the band-passed tampered copy correlates best with the original (template matching over a
+    grid of scales, on small copies), refined by ECC and kept only if the structures agree well."""
+    gt, ft = _resized(gray(tampered), DENSE_SIDE)
+    go_full = gray(original)
+
+    def band(g: np.ndarray) -> np.ndarray:
+        g = g.astype(np.float32)
+        return cv2.GaussianBlur(g, (0, 0), 0.8) - cv2.GaussianBlur(g, (0, 0), 3.0)
+
+    bt = band(gt)
+    # original pixels per tampered pixel if the copy spans the original's width or height
+    base = max(original.shape[1] / tampered.shape[1], original.shape[0] / tampered.shape[0])
+    best = (-1.0, None)
+    for s in base * np.exp(np.linspace(np.log(0.6), np.log(1.05), 24)):
+        f = ft / s  # original -> the search grid
+        w, h = round(original.shape[1] * f), round(original.shape[0] * f)
+        if w < bt.shape[1] or h < bt.shape[0] or w > 4 * bt.shape[1]:
+            continue  # the copy must lie inside the original here
+        bo = band(cv2.resize(go_full, (w, h), interpolation=cv2.INTER_AREA))
+        res = cv2.matchTemplate(bo, bt, cv2.TM_CCOEFF_NORMED)
+        _, score, _, (x, y) = cv2.minMaxLoc(res)
+        if score > best[0]:
+            fx, fy = w / original.shape[1], h / original.shape[0]
+            # tampered -> small tampered -> small original (offset x, y) -> original
+            m = np.linalg.inv(np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])) @ \
+                np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
+            best = (score, m)
+    if best[1] is None:
+        return None
+    reg = refine(original, tampered, Registration(best[1], False, "similarity"))
+    if not structure_agrees(original, tampered, reg, DENSE_AGREEMENT):
+        return None
+    reg.correlation = correlation(original, tampered, reg)
+    return reg
 
 
 def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
