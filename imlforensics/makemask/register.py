@@ -244,9 +244,15 @@ def refine(original: np.ndarray, tampered: np.ndarray, reg: Registration,
            unchanged: np.ndarray | None = None) -> Registration:
     """Dense ECC refinement of ``reg`` on the tampered pixels marked ``unchanged`` (all when None).
 
+    Without ``unchanged``, the pixels where the estimate already shows the original copied
+    (:func:`agreement`, loosely) stand in for them, so that a large edit cannot pull the fit.
     Returns a new Registration (the old one when ECC does not converge or moves the estimate
     implausibly far); its ``correlation`` is measured on the same pixels.
     """
+    if unchanged is None:
+        copied = agreement(original, tampered, reg, least=0.5)
+        if copied.mean() >= COPY_SHARE:
+            unchanged = cv2.dilate(copied.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     gt, ft = _resized(gray(tampered), int(np.sqrt(MAX_ECC_PIXELS * tampered.shape[1] / tampered.shape[0])))
     src = oriented(original, reg.flip)
     # the original at about the tampered copy's scale, so ECC compares like with like
@@ -342,13 +348,17 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
 
 
 DENSE_SIDE = 160  # the dense search runs on copies this large
+DENSE_TRIES = 3  # scales refined and compared by their share of copied pixels
 DENSE_AGREEMENT = 0.3  # band-pass correlation a dense-search result needs (features did not vouch for it)
 
 
 def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | None:
     """When features fail (small, blurred, mostly repainted copies): the scale and offset at which
     the band-passed tampered copy correlates best with the original (template matching over a
-    grid of scales, on small copies), refined by ECC and kept only if the structures agree well."""
+    grid of scales, on small copies), the strongest few refined by ECC, the one under which most
+    of the frame is a copy kept if the structures agree well."""
+    base = max(original.shape[1] / tampered.shape[1], original.shape[0] / tampered.shape[0])
+    scales = base * np.exp(np.linspace(np.log(0.6), np.log(1.05), 24))
     gt, ft = _resized(gray(tampered), DENSE_SIDE)
     go_full = gray(original)
 
@@ -357,30 +367,32 @@ def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | 
         return cv2.GaussianBlur(g, (0, 0), 0.8) - cv2.GaussianBlur(g, (0, 0), 3.0)
 
     bt = band(gt)
-    # original pixels per tampered pixel if the copy spans the original's width or height
-    base = max(original.shape[1] / tampered.shape[1], original.shape[0] / tampered.shape[0])
-    best = (-1.0, None)
-    for s in base * np.exp(np.linspace(np.log(0.6), np.log(1.05), 24)):
+    found = []  # (score, tampered -> original) at each scale where the copy fits inside the original
+    for s in scales:  # original pixels per tampered pixel
         f = ft / s  # original -> the search grid
         w, h = round(original.shape[1] * f), round(original.shape[0] * f)
         if w < bt.shape[1] or h < bt.shape[0] or w > 4 * bt.shape[1]:
-            continue  # the copy must lie inside the original here
-        bo = band(cv2.resize(go_full, (w, h), interpolation=cv2.INTER_AREA))
+            continue
+        bo = band(cv2.resize(go_full, (w, h), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR))
         res = cv2.matchTemplate(bo, bt, cv2.TM_CCOEFF_NORMED)
         _, score, _, (x, y) = cv2.minMaxLoc(res)
-        if score > best[0]:
-            fx, fy = w / original.shape[1], h / original.shape[0]
-            # tampered -> small tampered -> small original (offset x, y) -> original
-            m = np.linalg.inv(np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])) @ \
-                np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
-            best = (score, m)
-    if best[1] is None:
+        fx, fy = w / original.shape[1], h / original.shape[0]
+        # tampered -> small tampered -> small original (offset x, y) -> original
+        m = np.linalg.inv(np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])) @ \
+            np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
+        found.append((score, m))
+    best, best_share = None, 0.0
+    # a largely repainted copy correlates little overall, at its true scale too: the few
+    # strongest scales are refined, and the one under which most of the frame is a copy wins
+    for _, m in sorted(found, key=lambda f: -f[0])[:DENSE_TRIES]:
+        reg = refine(original, tampered, Registration(m, False, "similarity"))
+        share = float(agreement(original, tampered, reg).mean())
+        if best is None or share > best_share:
+            best, best_share = reg, share
+    if best is None or not structure_agrees(original, tampered, best, DENSE_AGREEMENT):
         return None
-    reg = refine(original, tampered, Registration(best[1], False, "similarity"))
-    if not structure_agrees(original, tampered, reg, DENSE_AGREEMENT):
-        return None
-    reg.correlation = correlation(original, tampered, reg)
-    return reg
+    best.correlation = correlation(original, tampered, best)
+    return best
 
 
 def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
@@ -395,15 +407,40 @@ def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
     return bool(((diff <= 2) & ~flat).mean() >= 0.02)
 
 
+def _band(g: np.ndarray) -> np.ndarray:
+    g = g.astype(np.float32)
+    return cv2.GaussianBlur(g, (0, 0), 1.0) - cv2.GaussianBlur(g, (0, 0), 4.0)
+
+
 def structure_agrees(original: np.ndarray, tampered: np.ndarray, reg: Registration, least: float = 0.15) -> bool:
     """Whether the band-passed (difference of Gaussians) gray images correlate over the covered
     pixels once warped: copies of one picture do, even when much of it was edited; a fit to
-    chance matches between unrelated pictures does not."""
+    chance matches between unrelated pictures does not. A copy whose picture was mostly
+    repainted may correlate little overall: it passes when a part of it, within a frame that the
+    original covers, is a verbatim copy (see :func:`agreement`)."""
     warped, cover = warp(original, reg, tampered.shape[:2])
+    if _ncc(_band(gray(warped)), _band(gray(tampered)), cover) >= least:
+        return True
+    return bool(cover.mean() >= MIN_COVER and agreement(original, tampered, reg).mean() >= COPY_SHARE)
 
-    def band(g: np.ndarray) -> np.ndarray:
-        g = g.astype(np.float32)
-        return cv2.GaussianBlur(g, (0, 0), 1.0) - cv2.GaussianBlur(g, (0, 0), 4.0)
 
-    r = _ncc(band(gray(warped)), band(gray(tampered)), cover)
-    return bool(r >= least)
+COPY_LEAST = 0.8  # local band-pass correlation of a verbatim copy (recompressed, resampled)
+COPY_SHARE = 0.05  # share of the frame that must be such a copy (unrelated pictures: under 0.01)
+MIN_COVER = 0.95  # ... when the original covers this much of the frame (a donor pair covers less)
+
+
+def agreement(original: np.ndarray, tampered: np.ndarray, reg: Registration, least: float = COPY_LEAST,
+              sigma: float = 6.0) -> np.ndarray:
+    """The tampered pixels where the warped original is a copy: textured pixels (away from the
+    cover's border) whose band-passed neighbourhoods (Gaussian window ``sigma``) correlate at
+    ``least``. Robust where a global correlation is not: a region that was repainted lowers
+    nothing outside it, and chance alignments of unrelated pictures reach it almost nowhere."""
+    warped, cover = warp(original, reg, tampered.shape[:2])
+    a, b = _band(gray(warped)), _band(gray(tampered))
+    blur = lambda z: cv2.GaussianBlur(z, (0, 0), sigma)  # noqa: E731
+    ma, mb = blur(a), blur(b)
+    va, vb = blur(a * a) - ma * ma, blur(b * b) - mb * mb
+    r = (blur(a * b) - ma * mb) / np.sqrt(np.maximum(va * vb, 1e-6))
+    inside = cv2.erode(cover.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    textured = (va > 4.0) & (vb > 4.0)  # above the band-passed noise of flat, recompressed areas
+    return (r >= least) & textured & inside
