@@ -177,6 +177,7 @@ def main() -> None:
     ap.add_argument("--worst", type=int, default=0, help="list the N worst pairs of each degradation")
     ap.add_argument("--no-speed", dest="speed", action="store_false", help="skip the seconds-per-megapixel table")
     ap.add_argument("--kinds", default=",".join(DEGRADATIONS), help="comma-separated degradations to run")
+    ap.add_argument("--csv", type=Path, help="also write every pair's scores to this CSV file")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -185,6 +186,11 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = [r for chunk in pool.map(_job, work, chunksize=1) for r in chunk]
     sets = sorted({r[0] for r in rows})
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["set", "index", "degradation", "iou", "f1", "iou_naive", "f1_naive", "s_per_mp", "error"])
+            out.writerows((r[0], r[8], r[1], *(round(x, 4) for x in r[2:7]), r[7]) for r in rows)
     print(f"| degradation | set | pairs | IoU ours | IoU naive | F1 ours | F1 naive | failed | s/MP ours (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind in [k for k in DEGRADATIONS if k in kinds]:
