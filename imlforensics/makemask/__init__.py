@@ -31,10 +31,11 @@ from .change import change_map
 from .cleanup import HIGH, LOW, clean
 from .detail import match_blur, resample_like
 from .photometric import fit_tone
-from .register import Registration, RegistrationError, refine, register, warp
+from .register import Registration, RegistrationError, copied, gray, refine, register, warp
 
 __all__ = ["MaskResult", "RegistrationError", "make_mask"]
 
+MIN_SEEDS = 2000  # copied pixels enough to fit the tone curves on in the first pass
 IDENTICAL_LEVELS = 2  # copies whose pixels all agree within this many levels are the same picture
 
 
@@ -86,8 +87,14 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         a, b = np.clip(warped, 0, 255).astype(np.float32), t.astype(np.float32)
         if reg_used.scale < 0.9:  # the original was enlarged: take the tampered copy down to its detail
             b = resample_like(b, reg_used.scale)
-        keep = cover if unchanged is None else cover & unchanged
-        tone = fit_tone(a, b, keep, previous=None if rnd == 0 else tone)
+        if unchanged is None:  # the first pass: where the texture is copied, whatever the grading
+            seeds = copied(gray(np.clip(a, 0, 255).astype(np.uint8)), gray(np.clip(b, 0, 255).astype(np.uint8)), cover)
+            keep = cover & (cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+            trusted = bool(keep.sum() >= MIN_SEEDS)
+            keep = keep if trusted else cover
+        else:
+            keep, trusted = cover & unchanged, True
+        tone = fit_tone(a, b, keep, previous=None if rnd == 0 else tone, trusted=trusted)
         a = tone.apply_saturated(a, b)
         a, b, blur = match_blur(a, b, keep)
         ch = change_map(a, b, cover, None if rnd == 0 else quiet)

@@ -6,7 +6,7 @@ channel. The curve is fitted on
 the pixels believed unchanged (the caller's mask): for every value of the original, the median
 of the tampered copy's values there; the curve closest to these medians in absolute deviation,
 weighted by the pixel counts, over a grid of gammas. The fit is repeated on the 70% of pixels the
-previous curves explain best (the first time: no change), so that an edit the mask missed does
+previous curves explain best, so that an edit the mask missed does
 not bend the curve. The original is then mapped through it, so that what is left of the
 difference is the edit.
 """
@@ -23,6 +23,7 @@ MIN_GAIN = 1.0  # gray levels per channel a curve must explain to be applied
 SATURATION = 7.0  # levels from 0 or 255 within which a channel counts as clipped
 TRIMS, KEEP = 3, 0.7  # refits, each on the share of pixels the last curves explain best
 MAX_SAMPLES = 100_000
+MIN_SLOPE = 0.4  # gains outside [MIN_SLOPE, 1 / MIN_SLOPE] are not a global grading
 
 
 @dataclass
@@ -103,37 +104,44 @@ def _fit_channel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
         resid = np.abs(a[:, None] * basis + b[:, None] - med)
         rw = wgt / np.maximum(resid, 0.5)
     err = (wgt * resid).sum(1) / wgt.sum()
+    # a grading keeps the picture: a curve that flattens or steepens it this much is an edit's fit
+    err[(a < MIN_SLOPE) | (a > 1.0 / MIN_SLOPE)] = np.inf
     curves = a[:, None] * 255.0 * (levels / 255.0)[None, :] ** GAMMAS[:, None] + b[:, None]
     return curves, err, identity_err
 
 
 def fit_tone(original: np.ndarray, tampered: np.ndarray, mask: np.ndarray, seed: int = 0,
-             previous: ToneCurves | None = None) -> ToneCurves:
+             previous: ToneCurves | None = None, trusted: bool = False) -> ToneCurves:
     """Per-channel curves taking ``original`` (warped onto the tampered frame) to ``tampered`` on
     the pixels of ``mask``: a gain, an offset and a gamma each, which is what global grading does
     and leaves an edit that covers part of the value range no room to bend the curve. The
     identity when too few pixels are given, or when the curves explain the pixels less than a
-    gray level better than no change does. ``previous`` (the curves of an earlier pass, fitted on
-    more of the value range) is kept when it explains these pixels as well as the new fit."""
+    gray level better than no change does.
+
+    ``trusted``: the mask holds pixels known to be copies (the texture agrees): the first fit
+    takes them all. Otherwise it may hold an edit too, and the first fit takes the share of them
+    that no change explains best (which keeps a mild grading from being fitted, and an edit from
+    bending the curve). ``previous`` (the curves of an earlier pass, fitted on more of the value
+    range) is kept when it explains these pixels as well as the new fit."""
     idx = np.flatnonzero(mask.ravel())
     if idx.size < MIN_PIXELS:
-        return ToneCurves.identity()
+        return previous if previous is not None else ToneCurves.identity()
     if idx.size > MAX_SAMPLES:
         idx = np.sort(np.random.default_rng(seed).choice(idx, MAX_SAMPLES, replace=False))
     src = np.clip(np.rint(original.reshape(-1, 3)[idx]), 0, 255).astype(np.int64)
     dst = np.clip(np.rint(tampered.reshape(-1, 3)[idx]), 0, 255).astype(np.int64)
-    curves = ToneCurves.identity()
+    curves: ToneCurves | None = None if trusted else ToneCurves.identity()
     keep = np.ones(len(idx), bool)
-    for _ in range(TRIMS + 1):
-        # pixels the current curves explain worst (an edit the mask missed) are left out of the next fit
-        residual = np.abs(curves.luts[np.arange(3), src] - dst).mean(axis=1)
-        keep = residual <= max(float(np.quantile(residual, KEEP)), 2.0)
+    for _ in range(TRIMS + trusted):
+        if curves is not None:  # pixels the last curves explain worst (an edit the mask missed) are left out
+            residual = np.abs(curves.luts[np.arange(3), src] - dst).mean(axis=1)
+            keep = residual <= max(float(np.quantile(residual, KEEP)), 2.0)
         fits = [_fit_channel(src[keep, c], dst[keep, c]) for c in range(3)]
         if any(f is None for f in fits):
-            return ToneCurves.identity()
+            return previous if previous is not None else ToneCurves.identity()
         # one gamma for the three channels (a grading's gamma is global), a gain and offset each
         k = int(np.argmin(sum(f[1] for f in fits)))
-        if sum(f[2] - f[1][k] for f in fits) < 3 * MIN_GAIN:
+        if not np.isfinite(sum(f[1][k] for f in fits)) or sum(f[2] - f[1][k] for f in fits) < 3 * MIN_GAIN:
             curves = ToneCurves.identity()
         else:
             curves = ToneCurves(np.clip(np.stack([f[0][k] for f in fits]), 0, 255).astype(np.float32))

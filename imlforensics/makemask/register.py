@@ -431,12 +431,20 @@ MIN_COVER = 0.95  # ... when the original covers this much of the frame (a donor
 
 def agreement(original: np.ndarray, tampered: np.ndarray, reg: Registration, least: float = COPY_LEAST,
               sigma: float = 6.0) -> np.ndarray:
-    """The tampered pixels where the warped original is a copy: textured pixels (away from the
-    cover's border) whose band-passed neighbourhoods (Gaussian window ``sigma``) correlate at
-    ``least``. Robust where a global correlation is not: a region that was repainted lowers
-    nothing outside it, and chance alignments of unrelated pictures reach it almost nowhere."""
+    """The tampered pixels where the original, warped by ``reg``, is a copy (see :func:`copied`)."""
     warped, cover = warp(original, reg, tampered.shape[:2])
-    a, b = _band(gray(warped)), _band(gray(tampered))
+    return copied(gray(warped), gray(tampered), cover, least, sigma)
+
+
+def copied(a: np.ndarray, b: np.ndarray, cover: np.ndarray, least: float = COPY_LEAST,
+           sigma: float = 6.0) -> np.ndarray:
+    """The pixels where one gray image is a copy of the other on the same grid: textured pixels
+    (away from the cover's border) whose band-passed neighbourhoods (Gaussian window ``sigma``)
+    correlate at ``least``. Robust where a global correlation is not: a region that was repainted
+    lowers nothing outside it, and chance alignments of unrelated pictures reach it almost
+    nowhere. Blind to a global grading (a local correlation ignores gain and offset), so it also
+    tells which pixels a tone curve may be fitted on."""
+    a, b = _band(a), _band(b)
     blur = lambda z: cv2.GaussianBlur(z, (0, 0), sigma)  # noqa: E731
     ma, mb = blur(a), blur(b)
     va, vb = blur(a * a) - ma * ma, blur(b * b) - mb * mb
