@@ -28,7 +28,7 @@ import numpy as np
 
 from ..image import ImageLike, as_image
 from .change import change_map
-from .cleanup import HIGH, LOW, clean
+from .cleanup import FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
 from .detail import match_blur, resample_like
 from .photometric import fit_tone
 from .register import Registration, RegistrationError, copied, gray, refine, register, warp
@@ -98,12 +98,13 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         a = tone.apply_saturated(a, b)
         a, b, blur = match_blur(a, b, keep)
         ch = change_map(a, b, cover, None if rnd == 0 else quiet)
-        mask, soft = clean(ch.fine, ch.coarse, t, cover, spread=1.0 / min(reg_used.scale, 1.0))
+        low, high = (LOW, HIGH) if rnd else (FIRST_LOW, FIRST_HIGH)
+        mask, soft = clean(ch.fine, ch.coarse, t, cover, low, high, spread=1.0 / min(reg_used.scale, 1.0))
         # for the next pass: the fits use pixels well below the low threshold away from what was
         # found, the noise every pixel outside the mask
         grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        quiet = cover & ~grown
-        unchanged = quiet & ~(cv2.dilate((ch.score >= LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+        quiet = cover & ~grown & ~(cv2.dilate((ch.coarse >= low).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+        unchanged = quiet & ~(cv2.dilate((ch.score >= low).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
         stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise,
                   "super_resolution": sr_note}
     coverage = float(cover.mean())

@@ -63,16 +63,17 @@ def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.nda
     return np.maximum(_outside_range(a, b, radius), _outside_range(b, a, radius))
 
 
-def _ssim_dissimilarity(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
-    """1 - SSIM (gray images in 0..255), local Gaussian windows."""
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+def _structure_dissimilarity(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """One minus the contrast-structure term of SSIM (Wang et al., IEEE TIP 2004) of two gray
+    images in 0..255, local Gaussian windows. The luminance term is left out: the colour
+    distance measures brightness, and that term is hypersensitive in dark areas."""
+    c2 = (0.03 * 255) ** 2
     blur = lambda z: cv2.GaussianBlur(z, (0, 0), sigma)  # noqa: E731
     mx, my = blur(x), blur(y)
     vx = blur(x * x) - mx * mx
     vy = blur(y * y) - my * my
     cxy = blur(x * y) - mx * my
-    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return np.clip(1.0 - ssim, 0.0, 2.0)
+    return np.clip(1.0 - (2 * cxy + c2) / (vx + vy + c2), 0.0, 2.0)
 
 
 def _gradient(g: np.ndarray) -> np.ndarray:
@@ -101,35 +102,61 @@ def activity(g: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return np.sqrt(np.maximum(cv2.GaussianBlur(g * g, (0, 0), sigma) - m * m, 0.0))
 
 
-def noise_map(d: np.ndarray, act: np.ndarray, valid: np.ndarray, quantile: float = 0.25,
-              bins: int = 8) -> np.ndarray:
-    """Expected level of the difference ``d`` at every pixel, as a function of local activity.
+TAIL = 0.05  # the reference's upper tail: its share beyond the quantile where the tail starts
+TAIL_FROM = 0.25  # its decay is measured from the quantile 1 - TAIL_FROM (an edit the reference holds lies beyond)
+ROBUST_QUANTILE = 0.25  # a reference that may hold an edit: the noise is its lowest quarter
 
-    Recompression and resampling err more in texture and on edges than in flat areas: the valid
-    pixels are split into ``bins`` activity classes of equal size, the noise level of each class
-    is its ``quantile``-th difference (robust while most of a class is unedited), and the level
-    of a pixel is interpolated between the classes' median activities. Levels are made
-    non-decreasing with activity from above (each class at most the level of every busier one).
+
+def tail_model(d: np.ndarray, act: np.ndarray, ref: np.ndarray, robust: bool, monotone: bool = True,
+               bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Where the upper tail of the unchanged pixels' difference ``d`` starts, and how fast it
+    decays, at every pixel, as functions of local activity ``act`` (recompression and resampling
+    err more in texture and on edges than in flat areas).
+
+    The reference pixels ``ref`` are split into ``bins`` activity classes of equal size. With
+    ``robust`` False, ``ref`` holds unchanged pixels: per class, the tail starts at the quantile
+    1 - TAIL and decays exponentially (the peaks-over-threshold model of extreme values,
+    Pickands 1975) with the scale that the quantiles 1 - TAIL_FROM and 1 - TAIL imply, so a
+    heavy-tailed measure (edges of aliased texture) needs larger differences to count than a
+    light-tailed one, and a missed part of an edit in the reference (beyond both quantiles)
+    moves neither much. (d - start) / scale then reads as a log-probability: 1 is 1.8% of the
+    unchanged pixels, 2 is 0.7%, 6 is 0.01%. With ``robust`` True, ``ref`` may hold an edit too:
+    the start is 0 and the scale the class's lowest quarter (robust while most of a class is
+    unedited). Returns the (start, scale) maps. ``monotone``: a class's values are at most those
+    of every busier class (the lower envelope: a class that is mostly edited, a large flat
+    region repainted, takes those of the classes above it).
     """
-    a, v = act[valid], d[valid]
+    a, v = act[ref], d[ref]
     if v.size > MAX_SAMPLES:  # quantiles of a regular subsample are as good and far cheaper
         step = v.size // MAX_SAMPLES + 1
         a, v = a[::step], v[::step]
+
+    def fit(x: np.ndarray) -> tuple[float, float]:
+        if robust:
+            return 0.0, float(np.quantile(x, ROBUST_QUANTILE))
+        lo, hi = np.quantile(x, [1 - TAIL_FROM, 1 - TAIL])
+        return float(hi), float(hi - lo) / float(np.log(TAIL_FROM / TAIL))
+
     if v.size < 16 * bins:
-        return np.full(d.shape, noise_level(d, valid, quantile), np.float32)
+        start, scale = fit(v) if v.size else (0.0, 0.0)
+        return np.full(d.shape, start, np.float32), np.full(d.shape, scale, np.float32)
     edges = np.quantile(a, np.linspace(0, 1, bins + 1))
     cls = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, bins - 1)
-    centres, levels = [], []
+    centres, starts, scales = [], [], []
     for k in range(bins):
         sel = cls == k
         if sel.sum() >= 16:
             centres.append(float(np.median(a[sel])))
-            levels.append(float(np.quantile(v[sel], quantile)))
-    # non-decreasing with activity, as the lower envelope: a class that is mostly edited (a
-    # large flat region repainted) takes the level of the busier classes above it
-    centres, levels = np.array(centres), np.minimum.accumulate(np.array(levels)[::-1])[::-1]
+            st, sc = fit(v[sel])
+            starts.append(st)
+            scales.append(sc)
+    centres, starts, scales = np.array(centres), np.array(starts), np.array(scales)
+    if monotone:
+        starts = np.minimum.accumulate(starts[::-1])[::-1]
+        scales = np.minimum.accumulate(scales[::-1])[::-1]
     centres, keep = np.unique(centres, return_index=True)
-    return np.interp(act, centres, levels[keep]).astype(np.float32)
+    return (np.interp(act, centres, starts[keep]).astype(np.float32),
+            np.interp(act, centres, scales[keep]).astype(np.float32))
 
 
 def _down(img: np.ndarray, f: int) -> np.ndarray:
@@ -169,26 +196,28 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
         va = _down(valid.astype(np.uint8), f) > 0
         if va.sum() < 256:
             continue
-        quiet, q = va, 0.25
+        quiet, robust = va, True
         if unchanged is not None:
             un = _down(unchanged.astype(np.uint8), f) > 0
             if (un & va).sum() >= 256:
-                quiet, q = un & va, 0.5
+                quiet, robust = un & va, False
         xa, xb = _down(la, f), _down(lb, f)
         ya, yb = _down(ga, f), _down(gb, f)
         act = np.maximum(activity(ya), activity(yb))
         maps = {"colour": tolerant_difference(xa, xb), "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
         if f > 1:  # SSIM's window would blur the outline at full resolution
-            maps["structure"] = _ssim_dissimilarity(ya, yb)
+            maps["structure"] = _structure_dissimilarity(ya, yb)
         for k, m in maps.items():
-            level = noise_map(m, act, quiet, q)
-            if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the level
-                level = np.minimum(level, max(3.0 * hf / f, floors[k]))
-            level = np.maximum(level, floors[k])
-            z = (m / level).astype(np.float32)
+            # the structure term is noisiest in flat areas: its tail need not grow with activity
+            start, scale = tail_model(m, act, quiet, robust, monotone=k != "structure")
+            if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the tail
+                bound = max(3.0 * hf / f, floors[k])
+                start, scale = np.minimum(start, bound), np.minimum(scale, bound)
+            scale = np.maximum(scale, floors[k])
+            z = (np.maximum(m - start, 0.0) / scale).astype(np.float32)
             z[~va] = 0.0
             if f == 1:
-                noise[k] = float(np.median(level[va]))
+                noise[k] = float(np.median(scale[va]))
                 fine = np.maximum(fine, z)
             else:
                 coarse[k] += _up(z, shape)
