@@ -35,6 +35,7 @@ from .register import Registration, RegistrationError, copied, gray, refine, reg
 
 __all__ = ["MaskResult", "RegistrationError", "make_mask"]
 
+FIRST_PASS_PIXELS = 500_000  # the first pass compares copies at most this large
 MIN_SEEDS = 2000  # copied pixels enough to fit the tone curves on in the first pass
 IDENTICAL_LEVELS = 2  # copies whose pixels all agree within this many levels are the same picture
 
@@ -76,7 +77,6 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
                           _report(reg, None, 0.0, {}, {}, np.zeros((h, w), bool), start, 1.0), warnings)
     reg = register(o, t)
     unchanged = None
-    stages: dict[str, Any] = {}
     for rnd in range(2):
         if rnd == 1 and reg.model != "identity":
             reg = refine(o, t, reg, unchanged)
@@ -96,17 +96,19 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
             keep, trusted = cover & unchanged, True
         tone = fit_tone(a, b, keep, previous=None if rnd == 0 else tone, trusted=trusted)
         a = tone.apply_saturated(a, b)
-        a, b, blur = match_blur(a, b, keep)
-        ch = change_map(a, b, cover, None if rnd == 0 else quiet)
-        low, high = (LOW, HIGH) if rnd else (FIRST_LOW, FIRST_HIGH)
-        mask, soft = clean(ch.fine, ch.coarse, t, cover, low, high, spread=1.0 / min(reg_used.scale, 1.0))
-        # for the next pass: the fits use pixels well below the low threshold away from what was
-        # found, the noise every pixel outside the mask
-        grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        quiet = cover & ~grown & ~(cv2.dilate((ch.coarse >= low).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
-        unchanged = quiet & ~(cv2.dilate((ch.score >= low).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
-        stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise,
-                  "super_resolution": sr_note}
+        a, b, blur = match_blur(a, b, keep, None if rnd == 0 else blur)
+        spread = 1.0 / min(reg_used.scale, 1.0)
+        if rnd == 0:
+            mask, coarse, score = _first_pass(a, b, cover, t, spread)
+            # for the second pass: the fits use pixels well below the low threshold away from what
+            # was found, the noise every pixel outside it and its coarse evidence
+            grown = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+            quiet = cover & ~grown & ~(cv2.dilate((coarse >= FIRST_LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+            unchanged = quiet & ~(cv2.dilate((score >= FIRST_LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+        else:
+            ch = change_map(a, b, cover, quiet)
+            mask, soft = clean(ch.fine, ch.coarse, t, cover, LOW, HIGH, spread=spread)
+    stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise, "super_resolution": sr_note}
     coverage = float(cover.mean())
     if coverage < 0.999:
         warnings.append(f"the original covers {100 * coverage:.1f}% of the tampered image: "
@@ -115,6 +117,28 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         warnings.append("no change found: the mask is empty")
     return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, {"low": LOW, "high": HIGH}, mask, start,
                                                unchanged.mean() / max(cover.mean(), 1e-9)), warnings)
+
+
+def _first_pass(a: np.ndarray, b: np.ndarray, cover: np.ndarray, t: np.ndarray,
+                spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the first pass finds change (the mask, the coarse evidence and the score), in units
+    of the lowest quarter of the differences, at full size. It only has to tell the edit from
+    what the second pass may fit its curves and noise on: a large pair is compared at
+    FIRST_PASS_PIXELS."""
+    h, w = t.shape[:2]
+    f = min(1.0, float(np.sqrt(FIRST_PASS_PIXELS / (h * w))))
+    if f < 1.0:
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = lambda x: cv2.resize(x, size, interpolation=cv2.INTER_AREA)  # noqa: E731
+        a, b, t = small(a), small(b), small(t)
+        cover = small(cover.astype(np.float32)) >= 1.0
+    ch = change_map(a, b, cover)
+    mask, _ = clean(ch.fine, ch.coarse, t, cover, FIRST_LOW, FIRST_HIGH, spread=spread)
+    if f == 1.0:
+        return mask, ch.coarse, ch.score
+    big = lambda x, i: cv2.resize(x, (w, h), interpolation=i)  # noqa: E731
+    return (big(mask.astype(np.uint8), cv2.INTER_NEAREST) > 0, big(ch.coarse, cv2.INTER_LINEAR),
+            big(ch.score, cv2.INTER_LINEAR))
 
 
 def _report(reg: Registration, ch: Any, coverage: float, stages: dict, thresholds: dict, mask: np.ndarray,

@@ -48,11 +48,13 @@ def lab(rgb: np.ndarray) -> np.ndarray:
 
 def _outside_range(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
     """Per channel, how far ``a`` lies outside the range of ``b`` over the (2 radius + 1)^2
-    neighbourhood, and the Euclidean norm over channels. ``a``, ``b``: (H, W) or (H, W, C)."""
+    neighbourhood, and the Euclidean norm over channels. ``a``, ``b``: (H, W) or (H, W, C) float32."""
     k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     lo, hi = cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE)
-    d = np.maximum(np.maximum(a - hi, lo - a), 0.0)
-    return np.sqrt(np.einsum("ijk,ijk->ij", d, d)) if d.ndim == 3 else d
+    d = cv2.max(cv2.max(cv2.subtract(a, hi), cv2.subtract(lo, a)), 0.0)
+    if d.ndim == 2:
+        return d
+    return cv2.sqrt(cv2.transform(cv2.multiply(d, d), np.ones((1, d.shape[2]), np.float32))).reshape(d.shape[:2])
 
 
 def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
@@ -86,6 +88,7 @@ def _hf_noise(g: np.ndarray, valid: np.ndarray) -> float:
     """Noise of one gray image from its finest details (median absolute Laplacian / 0.6745)."""
     lap = cv2.Laplacian(g, cv2.CV_32F, ksize=1)
     v = np.abs(lap[valid])
+    v = v[:: v.size // MAX_SAMPLES + 1]  # a median of a regular subsample is as good
     return float(np.median(v) / 0.6745) if v.size else 0.0
 
 
@@ -107,56 +110,79 @@ TAIL_FROM = 0.25  # its decay is measured from the quantile 1 - TAIL_FROM (an ed
 ROBUST_QUANTILE = 0.25  # a reference that may hold an edit: the noise is its lowest quarter
 
 
-def tail_model(d: np.ndarray, act: np.ndarray, ref: np.ndarray, robust: bool, monotone: bool = True,
-               bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Where the upper tail of the unchanged pixels' difference ``d`` starts, and how fast it
-    decays, at every pixel, as functions of local activity ``act`` (recompression and resampling
-    err more in texture and on edges than in flat areas).
+class ActivityClasses:
+    """The reference pixels of one scale split into ``bins`` classes of equal size by local
+    activity, and every pixel's place between the classes' median activities (for a linear
+    interpolation of per-class values), computed once for all the measures of a scale."""
 
-    The reference pixels ``ref`` are split into ``bins`` activity classes of equal size. With
-    ``robust`` False, ``ref`` holds unchanged pixels: per class, the tail starts at the quantile
-    1 - TAIL and decays exponentially (the peaks-over-threshold model of extreme values,
+    def __init__(self, act: np.ndarray, ref: np.ndarray, bins: int = 8):
+        self.ref = ref
+        a = act[ref]
+        self.step = a.size // MAX_SAMPLES + 1  # quantiles of a regular subsample are as good and far cheaper
+        a = a[:: self.step]
+        self.classes: list[np.ndarray] = []
+        if a.size < 16 * bins:
+            self.lower, self.upper, self.weight = None, None, None
+            return
+        edges = np.quantile(a, np.linspace(0, 1, bins + 1))
+        cls = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, bins - 1)
+        centres = []
+        for k in range(bins):
+            sel = cls == k
+            if sel.sum() >= 16 and (not centres or float(np.median(a[sel])) > centres[-1]):
+                centres.append(float(np.median(a[sel])))
+                self.classes.append(sel)
+        c = np.array(centres, np.float32)
+        # each pixel between two neighbouring classes (clamped beyond the first and last)
+        upper = np.clip(np.searchsorted(c, act, side="right"), 1, max(len(c) - 1, 1)).astype(np.int8)
+        lower = upper - 1
+        span = np.maximum(c[upper] - c[lower], 1e-6) if len(c) > 1 else np.ones(act.shape, np.float32)
+        self.lower, self.upper = lower, upper
+        self.weight = np.clip((act - c[lower]) / span, 0.0, 1.0).astype(np.float32) if len(c) > 1 else \
+            np.zeros(act.shape, np.float32)
+
+    def spread(self, values: np.ndarray) -> np.ndarray:
+        """Per-class ``values`` interpolated at every pixel."""
+        v = values.astype(np.float32)
+        return v[self.lower] + (v[self.upper] - v[self.lower]) * self.weight
+
+
+def tail_model(d: np.ndarray, classes: ActivityClasses, robust: bool,
+               monotone: bool = True) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Where the upper tail of the unchanged pixels' difference ``d`` starts, and how fast it
+    decays, at every pixel, as functions of local activity (recompression and resampling err
+    more in texture and on edges than in flat areas): per activity class of the reference
+    pixels (``classes``), interpolated between them.
+
+    With ``robust`` False, the reference holds unchanged pixels: per class, the tail starts at the
+    quantile 1 - TAIL and decays exponentially (the peaks-over-threshold model of extreme values,
     Pickands 1975) with the scale that the quantiles 1 - TAIL_FROM and 1 - TAIL imply, so a
     heavy-tailed measure (edges of aliased texture) needs larger differences to count than a
     light-tailed one, and a missed part of an edit in the reference (beyond both quantiles)
     moves neither much. (d - start) / scale then reads as a log-probability: 1 is 1.8% of the
-    unchanged pixels, 2 is 0.7%, 6 is 0.01%. With ``robust`` True, ``ref`` may hold an edit too:
-    the start is 0 and the scale the class's lowest quarter (robust while most of a class is
-    unedited). Returns the (start, scale) maps. ``monotone``: a class's values are at most those
-    of every busier class (the lower envelope: a class that is mostly edited, a large flat
-    region repainted, takes those of the classes above it).
+    unchanged pixels, 2 is 0.7%, 6 is 0.01%. With ``robust`` True, the reference may hold an edit
+    too: the start is 0 and the scale the class's lowest quarter (robust while most of a class
+    is unedited). Returns (start, scale), maps or numbers. ``monotone``: a class's values are at
+    most those of every busier class (the lower envelope: a class that is mostly edited, a large
+    flat region repainted, takes those of the classes above it).
     """
-    a, v = act[ref], d[ref]
-    if v.size > MAX_SAMPLES:  # quantiles of a regular subsample are as good and far cheaper
-        step = v.size // MAX_SAMPLES + 1
-        a, v = a[::step], v[::step]
+    v = d[classes.ref][:: classes.step]
 
     def fit(x: np.ndarray) -> tuple[float, float]:
+        if not x.size:
+            return 0.0, 0.0
         if robust:
             return 0.0, float(np.quantile(x, ROBUST_QUANTILE))
         lo, hi = np.quantile(x, [1 - TAIL_FROM, 1 - TAIL])
         return float(hi), float(hi - lo) / float(np.log(TAIL_FROM / TAIL))
 
-    if v.size < 16 * bins:
-        start, scale = fit(v) if v.size else (0.0, 0.0)
-        return np.full(d.shape, start, np.float32), np.full(d.shape, scale, np.float32)
-    edges = np.quantile(a, np.linspace(0, 1, bins + 1))
-    cls = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, bins - 1)
-    centres, starts, scales = [], [], []
-    for k in range(bins):
-        sel = cls == k
-        if sel.sum() >= 16:
-            centres.append(float(np.median(a[sel])))
-            st, sc = fit(v[sel])
-            starts.append(st)
-            scales.append(sc)
-    centres, starts, scales = np.array(centres), np.array(starts), np.array(scales)
+    if classes.weight is None:
+        return fit(v)
+    starts, scales = (np.array(z) for z in zip(*(fit(v[sel]) for sel in classes.classes)))
     if monotone:
         starts = np.minimum.accumulate(starts[::-1])[::-1]
         scales = np.minimum.accumulate(scales[::-1])[::-1]
-    centres, keep = np.unique(centres, return_index=True)
-    return (np.interp(act, centres, starts[keep]).astype(np.float32),
-            np.interp(act, centres, scales[keep]).astype(np.float32))
+    return (0.0 if robust else classes.spread(starts)), classes.spread(scales)
 
 
 def _down(img: np.ndarray, f: int) -> np.ndarray:
@@ -203,13 +229,13 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
                 quiet, robust = un & va, False
         xa, xb = _down(la, f), _down(lb, f)
         ya, yb = _down(ga, f), _down(gb, f)
-        act = np.maximum(activity(ya), activity(yb))
+        classes = ActivityClasses(np.maximum(activity(ya), activity(yb)), quiet)
         maps = {"colour": tolerant_difference(xa, xb), "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
         if f > 1:  # SSIM's window would blur the outline at full resolution
             maps["structure"] = _structure_dissimilarity(ya, yb)
         for k, m in maps.items():
             # the structure term is noisiest in flat areas: its tail need not grow with activity
-            start, scale = tail_model(m, act, quiet, robust, monotone=k != "structure")
+            start, scale = tail_model(m, classes, robust, monotone=k != "structure")
             if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the tail
                 bound = max(3.0 * hf / f, floors[k])
                 start, scale = np.minimum(start, bound), np.minimum(scale, bound)
@@ -217,7 +243,7 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
             z = (np.maximum(m - start, 0.0) / scale).astype(np.float32)
             z[~va] = 0.0
             if f == 1:
-                noise[k] = float(np.median(scale[va]))
+                noise[k] = float(np.median(scale[va])) if np.ndim(scale) else float(scale)
                 fine = np.maximum(fine, z)
             else:
                 coarse[k] += _up(z, shape)

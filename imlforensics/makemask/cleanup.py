@@ -134,10 +134,13 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
 
 def _contrast(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Squared CIELAB differences of each pixel to its right and lower neighbour (0 at the border)."""
+    ones = np.ones((1, lab.shape[2]), np.float32)
     dx = np.zeros(lab.shape[:2], np.float32)
     dy = np.zeros(lab.shape[:2], np.float32)
-    dx[:, :-1] = np.square(lab[:, 1:] - lab[:, :-1]).sum(axis=2)
-    dy[:-1] = np.square(lab[1:] - lab[:-1]).sum(axis=2)
+    d = cv2.subtract(lab[:, 1:], lab[:, :-1])
+    dx[:, :-1] = cv2.transform(cv2.multiply(d, d), ones).reshape(d.shape[:2])  # (a sum over the channels)
+    d = cv2.subtract(lab[1:], lab[:-1])
+    dy[:-1] = cv2.transform(cv2.multiply(d, d), ones).reshape(d.shape[:2])
     return dx, dy
 
 
@@ -145,13 +148,13 @@ _RIGHT = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
 _DOWN = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
 
 
-def _cut(evidence: np.ndarray, lab: np.ndarray, beta: float, smooth: float) -> np.ndarray:
-    """Minimum cut of one grid: the pixels labelled changed."""
-    dx, dy = _contrast(lab)
+def _cut(evidence: np.ndarray, right: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Minimum cut of one grid (``right``, ``down``: the costs of splitting each pixel from its
+    neighbours): the pixels labelled changed."""
     g = maxflow.Graph[float]()
     ids = g.add_grid_nodes(evidence.shape)
-    g.add_grid_edges(ids, weights=smooth * np.exp(-beta * dx), structure=_RIGHT, symmetric=True)
-    g.add_grid_edges(ids, weights=smooth * np.exp(-beta * dy), structure=_DOWN, symmetric=True)
+    g.add_grid_edges(ids, weights=right, structure=_RIGHT, symmetric=True)
+    g.add_grid_edges(ids, weights=down, structure=_DOWN, symmetric=True)
     # a pixel labelled changed pays its lack of evidence, one labelled unchanged its evidence
     g.add_grid_tedges(ids, np.maximum(-evidence, 0), np.maximum(evidence, 0))
     g.maxflow()
@@ -176,13 +179,13 @@ def segment(evidence: np.ndarray, rgb: np.ndarray, seeds: np.ndarray, smooth: fl
     out = np.zeros(evidence.shape, bool)
     if not keep.any():
         return out
-    lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    step = max(1, int(np.sqrt(lab.shape[0] * lab.shape[1] / 250_000)))  # the mean from a subsample
-    dx, dy = _contrast(lab[::step, ::step])
-    beta = 1.0 / (2.0 * max(float(np.concatenate([dx[:, :-1].ravel(), dy[:-1].ravel()]).mean()), 1e-6))
+    dx, dy = _contrast(cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB))
+    beta = 1.0 / (2.0 * max(float(dx[:, :-1].mean() + dy[:-1].mean()) / 2.0, 1e-6))
+    right = cv2.exp(dx * -beta) * smooth
+    down = cv2.exp(dy * -beta) * smooth
     for k in np.flatnonzero(keep):
         x, y, w, h = stats[k, :4]
         box = (slice(y, y + h), slice(x, x + w))
         others = (labels[box] != k) & (labels[box] > 0)  # (they get boxes of their own if they hold a seed)
-        out[box] |= _cut(np.where(others, -CAP, evidence[box]), lab[box], beta, smooth)
+        out[box] |= _cut(np.where(others, -CAP, evidence[box]), right[box], down[box])
     return out

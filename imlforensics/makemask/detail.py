@@ -31,13 +31,22 @@ def resample_like(img: np.ndarray, scale: float, interpolation: int = cv2.INTER_
 SIGMAS = (0.6, 1.0, 1.5)
 
 
-def match_blur(original: np.ndarray, tampered: np.ndarray, quiet: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+def match_blur(original: np.ndarray, tampered: np.ndarray, quiet: np.ndarray,
+               decided: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Blur the sharper copy when the other has lost detail the round trip does not explain (a
     low JPEG quality, another resampling kernel): of the Gaussians tried on either copy, the one
     that most lowers the sampling-insensitive gray difference over the ``quiet`` pixels, if it
-    lowers it by more than 10%. Returns both copies and what was done."""
+    lowers it by more than 10%. Returns both copies and what was done. ``decided``: what an
+    earlier pass did (a property of the copies, not of the edit): done again without a search."""
     from .change import tolerant_difference
 
+    if decided is not None:
+        which, s = decided["blurred"], decided["sigma"]
+        if which == "original":
+            original = cv2.GaussianBlur(original, (0, 0), s)
+        elif which == "tampered":
+            tampered = cv2.GaussianBlur(tampered, (0, 0), s)
+        return original, tampered, decided
     if quiet.sum() < 256:
         return original, tampered, {"blurred": None, "sigma": 0.0}
     g = lambda x: cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)  # noqa: E731

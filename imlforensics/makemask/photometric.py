@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 MIN_PIXELS = 500
@@ -37,10 +38,12 @@ class ToneCurves:
         x = np.clip(rgb, 0, 255).astype(np.float32)
         if self.strength() == 0.0:
             return x
-        out = np.empty(x.shape, np.float32)
-        for c in range(3):
-            out[..., c] = np.interp(x[..., c], np.arange(256, dtype=np.float32), self.luts[c])
-        return out
+        # linear interpolation in the tables: value at the whole part plus slope times the fraction
+        whole = x.astype(np.uint8)  # (truncation: the floor of a non-negative value)
+        fraction = cv2.subtract(x, whole.astype(np.float32))
+        table = np.ascontiguousarray(self.luts.T[None])  # (1, 256, 3): one table per channel
+        slope = np.concatenate([np.diff(table, axis=1), np.zeros((1, 1, 3), np.float32)], axis=1)
+        return cv2.add(cv2.LUT(whole, table), cv2.multiply(cv2.LUT(whole, slope), fraction))
 
     def apply_saturated(self, original: np.ndarray, tampered: np.ndarray) -> np.ndarray:
         """``apply`` to ``original``, except that a channel the original has clipped (0 or 255, as

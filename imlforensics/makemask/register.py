@@ -108,7 +108,8 @@ def _matches(desc_t: np.ndarray | None, desc_o: np.ndarray | None, ratio: float 
     """Index pairs (i in tampered, j in original) passing the ratio test, one per original keypoint."""
     if desc_t is None or desc_o is None or len(desc_t) < 2 or len(desc_o) < 2:
         return np.zeros((0, 2), np.int64)
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_t, desc_o, k=2)
+    # approximate nearest neighbours (randomised k-d trees, FLANN): the ratio test keeps the same matches
+    knn = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64}).knnMatch(desc_t, desc_o, k=2)
     pairs = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in knn
              if len(m) == 2 and m[0].distance < ratio * m[1].distance]
     best: dict[int, tuple[int, float]] = {}
