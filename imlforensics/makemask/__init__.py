@@ -88,8 +88,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         if reg_used.scale < 0.9:  # the original was enlarged: take the tampered copy down to its detail
             b = resample_like(b, reg_used.scale)
         if unchanged is None:  # the first pass: where the texture is copied, whatever the grading
-            seeds = copied(gray(np.clip(a, 0, 255).astype(np.uint8)), gray(np.clip(b, 0, 255).astype(np.uint8)), cover)
-            keep = cover & (cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+            keep = cover & _copied_texture(a, b, cover)
             trusted = bool(keep.sum() >= MIN_SEEDS)
             keep = keep if trusted else cover
         else:
@@ -117,6 +116,19 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
         warnings.append("no change found: the mask is empty")
     return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, {"low": LOW, "high": HIGH}, mask, start,
                                                unchanged.mean() / max(cover.mean(), 1e-9)), warnings)
+
+
+def _copied_texture(a: np.ndarray, b: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """The pixels near texture that one copy shares with the other (the tone curves' first
+    sample), found on copies of at most FIRST_PASS_PIXELS."""
+    h, w = cover.shape
+    f = min(1.0, float(np.sqrt(FIRST_PASS_PIXELS / (h * w))))
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = lambda x: gray(np.clip(x if f == 1.0 else cv2.resize(x, size, interpolation=cv2.INTER_AREA), 0, 255)  # noqa: E731
+                           .astype(np.uint8))
+    c = cover if f == 1.0 else cv2.resize(cover.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 1.0
+    seeds = cv2.dilate(copied(small(a), small(b), c).astype(np.uint8), np.ones((5, 5), np.uint8))
+    return (seeds if f == 1.0 else cv2.resize(seeds, (w, h), interpolation=cv2.INTER_NEAREST)) > 0
 
 
 def _first_pass(a: np.ndarray, b: np.ndarray, cover: np.ndarray, t: np.ndarray,

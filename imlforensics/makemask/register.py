@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ImlfError
 
-MAX_FEATURE_SIDE = 900  # features are found on copies at most this large (ECC refines at full detail)
+MAX_FEATURE_SIDE = 800  # features are found on copies at most this large (ECC refines at full detail)
 MAX_ECC_PIXELS = 600_000  # the dense refinement runs on copies at most this large
 MIN_INLIERS = 8  # below this many agreeing matches, nothing is trusted
 SURE_INLIERS = 25  # from this many, the fit needs no further check
