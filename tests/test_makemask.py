@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from imlforensics.makemask import RegistrationError, make_mask
-from imlforensics.makemask.change import tolerant_difference
-from imlforensics.makemask.cleanup import fill_holes, hysteresis, remove_small, significant
+from imlforensics.makemask.change import ActivityClasses, tail_model, tolerant_difference
+from imlforensics.makemask.cleanup import HIGH, fill_holes, hysteresis, remove_small, segment, significant
 from imlforensics.makemask.photometric import fit_tone
 from imlforensics.makemask.register import register, warp
 
@@ -101,6 +101,97 @@ def test_tone_curves_undo_gamma_and_gain_on_unchanged_pixels(splice):
     ok = ~mask & (graded.max(axis=2) < 250)
     assert np.abs(back[ok] - graded[ok]).mean() < 1.5
     assert np.abs(back[ok] - graded[ok]).mean() < 0.2 * np.abs(original[ok] - graded[ok]).mean()
+
+
+def test_tone_fit_on_copied_texture_finds_a_strong_grading_despite_a_large_edit(splice):
+    original, _, _ = splice
+    graded = np.clip(255.0 * 1.12 * (original / 255.0) ** 1.35, 0, 255).round()
+    edited = graded.copy()
+    h, w = edited.shape[:2]
+    edited[:, : int(0.45 * w)] = np.clip(edited[:, : int(0.45 * w)] * 0.6 + 90, 0, 255)  # 45% repainted
+    copied = np.zeros((h, w), bool)
+    copied[:, int(0.5 * w):] = True  # where the texture agrees: what make-mask's first pass fits on
+    curves = fit_tone(original.astype(np.float32), edited, copied, trusted=True)
+    ok = copied & (graded.max(axis=2) < 250)
+    assert np.abs(curves.apply(original)[ok] - graded[ok]).mean() < 1.5
+
+
+def test_tone_fit_keeps_no_change_when_a_large_edit_is_all_that_differs(splice):
+    original, _, _ = splice
+    edited = original.astype(np.float32).copy()
+    h, w = edited.shape[:2]
+    other = cv2.resize(rgb(EX / "Au" / "astronaut.jpg"), (w, h)).astype(np.float32)
+    edited[:, : int(0.45 * w)] = np.clip(other[:, : int(0.45 * w)] * 0.7 + 80, 0, 255)  # brighter new content
+    for trusted in (False, True):
+        curves = fit_tone(original.astype(np.float32), edited, np.ones((h, w), bool), trusted=trusted)
+        assert curves.strength() < 3.0
+
+
+def test_a_curve_that_flattens_the_picture_is_not_taken_for_a_grading():
+    rng = np.random.default_rng(0)
+    original = rng.uniform(0, 255, (200, 300, 3))
+    sky = np.clip(np.array([110.0, 140.0, 200.0]) + 0.08 * original + rng.normal(0, 2, (200, 300, 3)), 0, 255)
+    curves = fit_tone(original, sky, np.ones((200, 300), bool), trusted=True)
+    assert curves.strength() == 0.0  # a gain of 0.08 fits best, but no grading does that
+    graded = np.clip(1.3 * original - 20, 0, 255)
+    assert fit_tone(original, graded, np.ones((200, 300), bool), trusted=True).strength() > 20
+
+
+def test_tail_model_reads_evidence_as_the_log_probability_of_unchanged_noise():
+    rng = np.random.default_rng(0)
+    ref = rng.exponential(2.0, (300, 300)).astype(np.float32)
+    classes = ActivityClasses(np.ones(ref.shape, np.float32), np.ones(ref.shape, bool))
+    start, scale = tail_model(ref, classes, robust=False)
+    z = (rng.exponential(2.0, 400_000) - float(np.mean(start))) / float(np.mean(scale))
+    assert (z >= 0).mean() == pytest.approx(0.05, abs=0.004)  # the tail holds 5% of the noise
+    assert (z >= 2).mean() == pytest.approx(0.05 * np.exp(-2), rel=0.2)  # and decays by e per unit
+
+
+def test_texture_needs_larger_differences_than_flat_areas():
+    rng = np.random.default_rng(1)
+    act = np.zeros((200, 400), np.float32)
+    act[:, 200:] = 20.0
+    noise = rng.exponential(1.0, act.shape).astype(np.float32)
+    noise[:, 200:] *= 6.0  # recompression errs more in texture
+    start, scale = tail_model(noise, ActivityClasses(act, np.ones(act.shape, bool)), robust=False)
+    z = (10.0 - start) / scale  # one difference of 10 gray levels
+    assert z[:, :200].min() > 4.0 and z[:, 200:].max() < 1.0
+
+
+def test_a_missed_part_of_an_edit_in_the_reference_barely_moves_the_tail():
+    rng = np.random.default_rng(2)
+    clean = rng.exponential(2.0, (300, 300)).astype(np.float32)
+    dirty = clean.copy()
+    dirty.flat[rng.choice(dirty.size, dirty.size // 50, replace=False)] = 100.0  # 2% of it edited
+    classes = ActivityClasses(np.ones(clean.shape, np.float32), np.ones(clean.shape, bool))
+    (s0, c0), (s1, c1) = (tail_model(d, classes, robust=False) for d in (clean, dirty))
+    assert np.mean(s1) < 1.25 * np.mean(s0) and np.mean(c1) < 1.5 * np.mean(c0)
+    assert np.min((100.0 - s1) / c1) > HIGH
+
+
+def test_graph_cut_outline_runs_along_the_image_edge_not_the_evidence_halo():
+    rgb = np.full((80, 80, 3), 100.0, np.float32)
+    evidence = np.full((80, 80), -3.0, np.float32)
+    evidence[19:61, 19:61] = 0.8  # a one-pixel halo of weak evidence (recompression ringing)
+    evidence[20:60, 20:60] = 3.0
+    seeds = np.zeros((80, 80), bool)
+    seeds[40, 40] = True
+    flat = segment(evidence, rgb, seeds)
+    assert flat[19:61, 19:61].all()  # nothing in the picture says where else to cut
+    rgb[20:60, 20:60] = 200.0  # the pasted object, brighter than its surroundings
+    cut = segment(evidence, rgb, seeds)
+    assert cut[20:60, 20:60].all() and cut.sum() == 40 * 40
+
+
+def test_graph_cut_closes_the_gaps_between_thin_changed_structures():
+    rgb = np.full((80, 80, 3), 100.0, np.float32)
+    evidence = np.full((80, 80), -3.0, np.float32)
+    evidence[20:60, 20:60] = -0.3  # painted-in background that looks much like what was there
+    evidence[20:60, 20:60:4] = 3.0  # the spokes of a painted-in wheel
+    seeds = evidence >= 3.0
+    cut = segment(evidence, rgb, seeds)
+    assert cut[20:60, 20:57].all() and not cut[:18].any() and not cut[:, 62:].any()
+    assert not segment(evidence, rgb, np.zeros_like(seeds)).any()  # no seed, no region
 
 
 def test_tolerant_difference_forgives_a_shifted_edge_but_not_an_edit():

@@ -133,13 +133,15 @@ class ActivityClasses:
                 centres.append(float(np.median(a[sel])))
                 self.classes.append(sel)
         c = np.array(centres, np.float32)
+        if len(c) == 1:  # (a constant activity)
+            self.lower = self.upper = np.zeros(act.shape, np.int8)
+            self.weight = np.zeros(act.shape, np.float32)
+            return
         # each pixel between two neighbouring classes (clamped beyond the first and last)
-        upper = np.clip(np.searchsorted(c, act, side="right"), 1, max(len(c) - 1, 1)).astype(np.int8)
-        lower = upper - 1
-        span = np.maximum(c[upper] - c[lower], 1e-6) if len(c) > 1 else np.ones(act.shape, np.float32)
-        self.lower, self.upper = lower, upper
-        self.weight = np.clip((act - c[lower]) / span, 0.0, 1.0).astype(np.float32) if len(c) > 1 else \
-            np.zeros(act.shape, np.float32)
+        self.upper = np.clip(np.searchsorted(c, act, side="right"), 1, len(c) - 1).astype(np.int8)
+        self.lower = self.upper - 1
+        span = np.maximum(c[self.upper] - c[self.lower], 1e-6)
+        self.weight = np.clip((act - c[self.lower]) / span, 0.0, 1.0).astype(np.float32)
 
     def spread(self, values: np.ndarray) -> np.ndarray:
         """Per-class ``values`` interpolated at every pixel."""
