@@ -7,11 +7,14 @@ after bringing the two copies onto one another:
 1. :mod:`.register` — the original onto the tampered copy's geometry (features, robust fit, ECC);
 2. :mod:`.detail` — the same level of detail in both (or :mod:`.sr`, a learned super-resolution);
 3. :mod:`.photometric` — global colour, gamma and contrast changes undone;
-4. :mod:`.change` — shift-tolerant colour, structure and edge differences in noise units;
-5. :mod:`.cleanup` — hysteresis, seams and specks removed, holes filled, edges snapped.
+4. :mod:`.change` — shift-tolerant colour, structure and edge differences, as log-probabilities
+   of the unchanged pixels' noise;
+5. :mod:`.cleanup` — a contrast-sensitive graph cut, hysteresis, seams and specks removed, holes
+   filled, edges snapped.
 
-Steps 3-5 run twice: the second pass refits the registration and the tone curves on the pixels
-the first pass found unchanged, so that the edit cannot pull either fit.
+Steps 3-5 run twice: the second pass refits the registration, the tone curves and the noise on
+the pixels the first pass (on copies of at most 0.5 MP) found unchanged, so that the edit cannot
+pull any of them.
 
 ``make_mask(original, tampered)`` takes paths, arrays or PIL images and returns a
 :class:`MaskResult` at the tampered image's resolution and framing.

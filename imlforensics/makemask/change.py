@@ -6,16 +6,19 @@ region. Three measures, each at three scales (full, 1/2, 1/4 resolution):
 * colour: the CIELAB distance between the copies, made *sampling insensitive*: a value that lies
   within the range of the other copy's values one pixel around counts as explained, both ways
   (a resampled or slightly misregistered edge is; an edit is not);
-* structure: one minus the local SSIM of the gray images (Wang et al., IEEE TIP 2004), which sees
-  texture that was replaced by texture of the same colour;
+* structure: one minus the contrast-structure term of the local SSIM of the gray images (Wang
+  et al., IEEE TIP 2004), which sees texture that was replaced by texture of the same colour;
 * edges: the shift-tolerant difference of the gradient magnitudes.
 
-Each measure is turned into a score in units of the pair's own noise, which depends on local
-activity (texture and edges err more): per activity class, its level on the pixels that differ
-least, a robust estimate that holds while most of the class is unedited, bounded by the noise of
-the two images' own high frequencies when most of the image is edited. The coarse scales (their
-scores averaged, measures combined by their maximum) say *whether* a region changed, the full
-scale (colour and edges, no SSIM window) says *where* its outline runs.
+Each measure is read against its own distribution on the unchanged pixels, which depends on
+local activity (texture and edges err more): per activity class, where the tail of that
+distribution starts and how fast it decays (:func:`tail_model`), so that evidence is the
+log-probability that unchanged noise reaches the difference, comparable between measures however
+heavy their tails. The first pass, without known unchanged pixels, takes the lowest quarter of
+each class's differences as its unit (robust while most of a class is unedited), bounded by the
+noise of the two images' own high frequencies when most of the image is edited. The coarse
+scales (their evidence averaged, measures combined by their maximum) say *whether* a region
+changed, the full scale (colour and edges, no SSIM window) says *where* its outline runs.
 """
 
 from __future__ import annotations
