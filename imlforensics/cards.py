@@ -44,7 +44,8 @@ class ModelCard:
     hub: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
-    kind: str = "detector"  # or "super-resolution": a model make-mask uses (architecture detected by spandrel)
+    # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone)
+    kind: str = "detector"
 
     @property
     def state_dict_key(self) -> str:
@@ -80,7 +81,7 @@ class ModelCard:
 
 
 _REQUIRED = ("name", "summary", "paper", "architecture", "license", "redistribution", "training")
-KINDS = ("detector", "super-resolution")
+KINDS = ("detector", "super-resolution", "features")
 
 
 def parse_card(text: str, source: str = "<card>") -> ModelCard:

@@ -24,20 +24,23 @@ def make_mask_command(
     json_out: bool = typer.Option(False, "--json", help="Print the report of each pair as one JSON line on stdout."),
     sr: Optional[str] = typer.Option(None, "--sr", help="Enlarge a smaller original with this learned super-resolution model (see `imlf weights list`) instead of the classical resampler."),
     sr_weights: Optional[Path] = typer.Option(None, "--sr-weights", help="Weights file for --sr instead of the cache."),
-    device: str = typer.Option("auto", "--device", help="--sr: auto, cpu, cuda or mps."),
+    features: Optional[str] = typer.Option(None, "--features", help="Also compare the copies' deep features with this backbone (see `imlf weights list`)."),
+    features_weights: Optional[Path] = typer.Option(None, "--features-weights", help="Weights file for --features instead of the cache."),
+    device: str = typer.Option("auto", "--device", help="--sr and --features: auto, cpu, cuda or mps."),
     max_pixels: str = typer.Option(str(DEFAULT_MAX_PIXELS), help="Refuse images with more pixels than this (e.g. 150M)."),
 ) -> None:
     """The mask of an edit from the original and the tampered copy (registration, detail and tone
     matching, change detection), for one pair or a dataset of pairs."""
     from .makemask.dataset import match_folders, read_pairs_csv
-    from .makemask.work import upscaler
+    from .makemask.work import models
 
     limit = parse_count(max_pixels)
     inputs = inputs or []
-    sr_opts = {"model": sr, "weights": str(sr_weights) if sr_weights else None, "device": device}
+    sr_opts = {"model": sr, "weights": str(sr_weights) if sr_weights else None, "device": device,
+               "features": features, "features_weights": str(features_weights) if features_weights else None}
     try:
-        if sr:
-            upscaler(sr_opts)  # fail early: unknown model, missing weights
+        if sr or features:
+            models(sr_opts)  # fail early: unknown model, missing weights
         if pairs is not None:
             if inputs:
                 raise fail("give either --pairs or two inputs, not both")

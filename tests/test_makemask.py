@@ -434,3 +434,78 @@ def test_the_shipped_real_esrgan_card_accepts_the_official_key_layout():
     assert sum(int(np.prod(s)) for s in shapes.values()) == 16_697_987  # Real-ESRGAN x4plus's parameter count
     with pytest.raises(WeightsError, match="does not recognise"):
         check_state_dict({"conv.weight": (3, 3, 1, 1)}, card)
+
+
+# ---------------------------------------------------------------- learned feature comparison
+
+FEATURES_CARD = """
+name = "tiny-features"
+kind = "features"
+summary = "a ConvNeXt-atto with random weights (test double)"
+paper = "none"
+architecture = "imlforensics.makemask.features:backbone"
+arch_options = { model = "convnext_atto" }
+license = "MIT"
+redistribution = true
+training = "none"
+
+[preprocess]
+indices = [1, 2]
+"""
+
+
+@pytest.fixture
+def features_env(tmp_path):
+    import os
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "tiny-features.toml").write_text(FEATURES_CARD)
+    torch.manual_seed(0)
+    save_file(timm.create_model("convnext_atto", pretrained=False).state_dict(), str(tmp_path / "model.safetensors"))
+    env = dict(os.environ, IMLF_CACHE=str(tmp_path / "cache"), IMLF_CARDS=str(cards), NO_COLOR="1")
+    return env, tmp_path / "model.safetensors"
+
+
+def test_deep_features_differ_where_content_was_replaced_not_where_it_was_recompressed(features_env, splice, monkeypatch):
+    from imlforensics.cards import all_cards
+    from imlforensics.makemask.features import FeatureComparer
+
+    env, weights = features_env
+    monkeypatch.setenv("IMLF_CARDS", env["IMLF_CARDS"])
+    all_cards.cache_clear()
+    try:
+        comparer = FeatureComparer.load("tiny-features", weights, device="cpu")
+    finally:
+        monkeypatch.undo()
+        all_cards.cache_clear()
+    original, tampered, mask = splice
+    d = comparer.distance(jpeg(original, 70).astype(np.float32), tampered)
+    assert d.shape == mask.shape and d.dtype == np.float32
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    outer = cv2.dilate(mask.astype(np.uint8), np.ones((31, 31), np.uint8)) == 0
+    assert np.median(d[inner]) > 5 * np.median(d[outer])
+
+
+def test_make_mask_compares_deep_features_with_an_imported_backbone(features_env, tmp_path, splice):
+    env, weights = features_env
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "imlforensics", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    r = run("weights", "import", "tiny-features", weights)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-features" not in run("models").stdout  # a backbone is not a detector
+    r = run("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "--features", "tiny-features",
+            "--out", tmp_path / "o", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["features"] == {"model": "tiny-features", "device": "cpu"} and "features" in rep["noise"]
+    assert iou(gt(tmp_path / "o" / "splice.mask.png"), splice[2]) >= 0.9
+    r = run("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "--features", "realesrgan-x4plus")
+    assert r.returncode == 2 and "not a feature backbone" in r.stderr and "Traceback" not in r.stderr

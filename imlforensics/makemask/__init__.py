@@ -61,11 +61,13 @@ def _identical(original: np.ndarray, tampered: np.ndarray) -> bool:
         np.abs(original.astype(np.int16) - tampered.astype(np.int16)).max()) <= IDENTICAL_LEVELS
 
 
-def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) -> MaskResult:
+def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, features: Any = None) -> MaskResult:
     """The mask of what changed from ``original`` to ``tampered`` (see the module docstring).
 
     ``upscaler``: an :class:`imlforensics.makemask.sr.Upscaler` to enlarge a smaller original
-    with a learned model instead of the classical detail matching. Raises RegistrationError when
+    with a learned model instead of the classical detail matching. ``features``: an
+    :class:`imlforensics.makemask.features.FeatureComparer` whose deep features of both copies
+    are compared as one more measure of change (the second pass). Raises RegistrationError when
     the two are not copies of one picture.
     """
     start = time.perf_counter()
@@ -108,9 +110,10 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None) ->
             quiet = cover & ~grown & ~(cv2.dilate((coarse >= FIRST_LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
             unchanged = quiet & ~(cv2.dilate((score >= FIRST_LOW).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0)
         else:
-            ch = change_map(a, b, cover, quiet)
+            ch = change_map(a, b, cover, quiet, learned=None if features is None else features.distance(a, b))
             mask, soft = clean(ch.fine, ch.coarse, t, cover, LOW, HIGH, spread=spread)
-    stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise, "super_resolution": sr_note}
+    stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise, "super_resolution": sr_note,
+              "features": None if features is None else {"model": features.name, "device": features.device}}
     coverage = float(cover.mean())
     if coverage < 0.999:
         warnings.append(f"the original covers {100 * coverage:.1f}% of the tampered image: "

@@ -204,7 +204,7 @@ def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, unchanged: np.ndarray | None = None,
-               floors: dict[str, float] | None = None) -> ChangeMap:
+               floors: dict[str, float] | None = None, learned: np.ndarray | None = None) -> ChangeMap:
     """Evidence of change at every pixel (see the module docstring).
 
     ``original``, ``tampered``: (H, W, 3) float32 RGB in 0..255 on the same grid, already tone
@@ -212,8 +212,10 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
     pass found unedited; the noise is then their median level rather than the lowest quarter of
     all (heavy-tailed recompression noise has a long upper tail that the lower quarter misses).
     ``floors``: lowest noise level per measure (defaults keep 8-bit rounding from counting as change).
+    ``learned``: a distance map of the two copies' deep features (:mod:`.features`), one more
+    coarse measure.
     """
-    floors = {"colour": 1.0, "structure": 0.01, "edges": 2.0, **(floors or {})}
+    floors = {"colour": 1.0, "structure": 0.01, "edges": 2.0, "features": 0.01, **(floors or {})}
     shape = tampered.shape[:2]
     la, lb = lab(original), lab(tampered)
     ga = cv2.cvtColor(np.clip(original, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY)
@@ -252,8 +254,15 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
                 fine = np.maximum(fine, z)
             else:
                 coarse[k] += _up(z, shape)
+        if f == 1 and learned is not None:
+            start, scale = tail_model(learned, classes, robust)
+            scale = np.maximum(scale, floors["features"])
+            deep = (np.maximum(learned - start, 0.0) / scale).astype(np.float32)
+            noise["features"] = float(np.median(scale[va])) if np.ndim(scale) else float(scale)
         used += f > 1
     both = np.maximum(np.maximum(coarse["colour"], coarse["structure"]), coarse["edges"]) / max(used, 1)
+    if learned is not None:
+        both = np.maximum(both, deep)
     fine[~valid] = 0.0
     both[~valid] = 0.0
     return ChangeMap(fine, both.astype(np.float32), noise)

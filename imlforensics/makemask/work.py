@@ -13,24 +13,33 @@ from typing import Any, Iterator
 from ..errors import ImlfError
 
 
-def upscaler(opts: dict[str, Any]) -> Any:
-    """The learned super-resolution model ``opts`` names (None when it names none)."""
-    if not opts.get("model"):
-        return None
-    from .sr import Upscaler
+def models(opts: dict[str, Any]) -> dict[str, Any]:
+    """The learned models ``opts`` names, loaded: ``upscaler`` (super-resolution, ``opts["model"]``)
+    and ``features`` (a backbone, ``opts["features"]``); None for those it does not name."""
+    built: dict[str, Any] = {"upscaler": None, "features": None}
+    if opts.get("model"):
+        from .sr import Upscaler
 
-    return Upscaler.load(opts["model"], opts.get("weights"), opts.get("device", "auto"))
+        built["upscaler"] = Upscaler.load(opts["model"], opts.get("weights"), opts.get("device", "auto"))
+    if opts.get("features"):
+        from .features import FeatureComparer
+
+        built["features"] = FeatureComparer.load(opts["features"], opts.get("features_weights"),
+                                                 opts.get("device", "auto"))
+    return built
 
 
-def analyse_pair(original: Path, tampered: Path, opts: dict[str, Any], limit: int | None, built: Any = None):
+def analyse_pair(original: Path, tampered: Path, opts: dict[str, Any], limit: int | None,
+                 built: dict[str, Any] | None = None):
     """(result, tampered ImageData, report) for one pair; ImlfError with a one-line reason.
-    ``built``: the upscaler ``opts`` name, already loaded."""
+    ``built``: the models ``opts`` name, already loaded (:func:`models`)."""
     from .. import __version__
     from ..image import load_image
     from . import make_mask
 
     o, t = load_image(original, max_pixels=limit), load_image(tampered, max_pixels=limit)
-    res = make_mask(o, t, upscaler=built if built is not None else upscaler(opts))
+    built = built if built is not None else models(opts)
+    res = make_mask(o, t, upscaler=built["upscaler"], features=built["features"])
     report = {"original": {"path": str(original), "width": o.width, "height": o.height, "sha256": o.sha256},
               "tampered": {"path": str(tampered), "width": t.width, "height": t.height, "sha256": t.sha256},
               "imlforensics": __version__, **res.report, "warnings": res.warnings}
@@ -41,13 +50,13 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init(opts: dict[str, Any], limit: int | None, one_thread: bool = True) -> None:
-    """A worker: the options, the upscaler built once, and (in a pool) one thread per library."""
+    """A worker: the options, the learned models built once, and (in a pool) one thread per library."""
     if one_thread:
         import cv2
 
         cv2.setNumThreads(1)
     _WORKER["opts"], _WORKER["limit"] = opts, limit
-    _WORKER["upscaler"] = upscaler(opts)
+    _WORKER["models"] = models(opts)
     if one_thread and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
@@ -55,7 +64,7 @@ def _init(opts: dict[str, Any], limit: int | None, one_thread: bool = True) -> N
 def _work(item: tuple[str, str]) -> tuple[str, str, Any, dict | None, str | None]:
     original, tampered = item
     try:
-        res, _, report = analyse_pair(Path(original), Path(tampered), _WORKER["opts"], _WORKER["limit"], _WORKER["upscaler"])
+        res, _, report = analyse_pair(Path(original), Path(tampered), _WORKER["opts"], _WORKER["limit"], _WORKER["models"])
         return original, tampered, res.mask, report, None
     except ImlfError as exc:
         return original, tampered, None, None, str(exc)
