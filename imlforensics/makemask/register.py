@@ -405,7 +405,11 @@ def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
         return structure_agrees(original, tampered, Registration(np.eye(3), False, "identity"), 0.5)
     lo, hi = np.minimum(original, tampered).min(axis=2), np.maximum(original, tampered).max(axis=2)
     flat = (lo >= 250) | (hi <= 5)
-    return bool(((diff <= 2) & ~flat).mean() >= 0.02)
+    if ((diff <= 2) & ~flat).mean() >= 0.02:
+        return True
+    # recompressed: what is left of the picture is still a copy of its texture in place; with no
+    # transform searched for, unrelated pictures of one size reach a tenth of this share at most
+    return bool(agreement(original, tampered, Registration(np.eye(3), False, "identity")).mean() >= ALIGNED_COPY_SHARE)
 
 
 def _band(g: np.ndarray) -> np.ndarray:
@@ -425,6 +429,7 @@ def structure_agrees(original: np.ndarray, tampered: np.ndarray, reg: Registrati
     return bool(cover.mean() >= MIN_COVER and agreement(original, tampered, reg).mean() >= COPY_SHARE)
 
 
+ALIGNED_COPY_SHARE = 0.01  # ... in place, for two images of one size (no transform searched for)
 COPY_LEAST = 0.8  # local band-pass correlation of a verbatim copy (recompressed, resampled)
 COPY_SHARE = 0.05  # share of the frame that must be such a copy (unrelated pictures: under 0.01)
 MIN_COVER = 0.95  # ... when the original covers this much of the frame (a donor pair covers less)
