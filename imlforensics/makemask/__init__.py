@@ -31,7 +31,7 @@ import numpy as np
 
 from ..image import ImageLike, as_image
 from .change import change_map
-from .cleanup import FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
+from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
 from .detail import match_blur, resample_like
 from .photometric import fit_tone
 from .register import Registration, RegistrationError, copied, gray, refine, register, warp
@@ -120,21 +120,43 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
                         "the rest cannot be compared and is left out of the mask")
     if not mask.any():
         warnings.append("no change found: the mask is empty")
-    return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, {"low": LOW, "high": HIGH}, mask, start,
+    thresholds = {"unit": "-log(share of unchanged pixels beyond)", "low": LOW, "high": HIGH, "fine": FINE}
+    return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, thresholds, mask, start,
                                                unchanged.mean() / max(cover.mean(), 1e-9)), warnings)
+
+
+def _shrink(shape: tuple[int, int], pixels: int = FIRST_PASS_PIXELS):
+    """(shrink, grow): functions taking an image of ``shape`` to at most ``pixels`` pixels (area
+    averaging; a boolean map keeps the pixels wholly inside it) and back (``interpolation``), or
+    None when it is small enough already."""
+    h, w = shape
+    f = float(np.sqrt(pixels / (h * w)))
+    if f >= 1.0:
+        return None
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+
+    def shrink(x: np.ndarray) -> np.ndarray:
+        if x.dtype == bool:
+            return cv2.resize(x.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 1.0
+        return cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+
+    def grow(x: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        if x.dtype == bool:
+            return cv2.resize(x.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        return cv2.resize(x, (w, h), interpolation=interpolation)
+
+    return shrink, grow
 
 
 def _copied_texture(a: np.ndarray, b: np.ndarray, cover: np.ndarray) -> np.ndarray:
     """The pixels near texture that one copy shares with the other (the tone curves' first
     sample), found on copies of at most FIRST_PASS_PIXELS."""
-    h, w = cover.shape
-    f = min(1.0, float(np.sqrt(FIRST_PASS_PIXELS / (h * w))))
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    small = lambda x: gray(np.clip(x if f == 1.0 else cv2.resize(x, size, interpolation=cv2.INTER_AREA), 0, 255)  # noqa: E731
-                           .astype(np.uint8))
-    c = cover if f == 1.0 else cv2.resize(cover.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 1.0
-    seeds = cv2.dilate(copied(small(a), small(b), c).astype(np.uint8), np.ones((5, 5), np.uint8))
-    return (seeds if f == 1.0 else cv2.resize(seeds, (w, h), interpolation=cv2.INTER_NEAREST)) > 0
+    resize = _shrink(cover.shape)
+    if resize is not None:
+        a, b, cover = (resize[0](x) for x in (a, b, cover))
+    u8 = lambda x: gray(np.clip(x, 0, 255).astype(np.uint8))  # noqa: E731
+    seeds = cv2.dilate(copied(u8(a), u8(b), cover).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    return seeds if resize is None else resize[1](seeds)
 
 
 def _first_pass(a: np.ndarray, b: np.ndarray, cover: np.ndarray, t: np.ndarray,
@@ -143,20 +165,14 @@ def _first_pass(a: np.ndarray, b: np.ndarray, cover: np.ndarray, t: np.ndarray,
     of the lowest quarter of the differences, at full size. It only has to tell the edit from
     what the second pass may fit its curves and noise on: a large pair is compared at
     FIRST_PASS_PIXELS."""
-    h, w = t.shape[:2]
-    f = min(1.0, float(np.sqrt(FIRST_PASS_PIXELS / (h * w))))
-    if f < 1.0:
-        size = (max(1, round(w * f)), max(1, round(h * f)))
-        small = lambda x: cv2.resize(x, size, interpolation=cv2.INTER_AREA)  # noqa: E731
-        a, b, t = small(a), small(b), small(t)
-        cover = small(cover.astype(np.float32)) >= 1.0
+    resize = _shrink(cover.shape)
+    if resize is not None:
+        a, b, t, cover = (resize[0](x) for x in (a, b, t, cover))
     ch = change_map(a, b, cover)
     mask, _ = clean(ch.fine, ch.coarse, t, cover, FIRST_LOW, FIRST_HIGH, spread=spread)
-    if f == 1.0:
+    if resize is None:
         return mask, ch.coarse, ch.score
-    big = lambda x, i: cv2.resize(x, (w, h), interpolation=i)  # noqa: E731
-    return (big(mask.astype(np.uint8), cv2.INTER_NEAREST) > 0, big(ch.coarse, cv2.INTER_LINEAR),
-            big(ch.score, cv2.INTER_LINEAR))
+    return resize[1](mask), resize[1](ch.coarse), resize[1](ch.score)
 
 
 def _report(reg: Registration, ch: Any, coverage: float, stages: dict, thresholds: dict, mask: np.ndarray,
@@ -168,7 +184,7 @@ def _report(reg: Registration, ch: Any, coverage: float, stages: dict, threshold
         "scale_factor": round(1.0 / reg.scale, 4) if reg.scale > 0 else None,
         "coverage": round(coverage, 4),
         "unchanged_share": round(float(unchanged_share), 4),
-        "thresholds_noise_units": thresholds,
+        "thresholds": thresholds,
         "noise": {k: round(v, 4) for k, v in (ch.noise if ch is not None else {}).items()},
         **{k: v for k, v in stages.items() if k != "noise"},
         "tampered_fraction": round(float(mask.mean()), 6),

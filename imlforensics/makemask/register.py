@@ -109,6 +109,7 @@ def _matches(desc_t: np.ndarray | None, desc_o: np.ndarray | None, ratio: float 
     if desc_t is None or desc_o is None or len(desc_t) < 2 or len(desc_o) < 2:
         return np.zeros((0, 2), np.int64)
     # approximate nearest neighbours (randomised k-d trees, FLANN): the ratio test keeps the same matches
+    cv2.setRNGSeed(0)  # (the trees are randomised: the same pair gives the same matches whatever ran before)
     knn = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64}).knnMatch(desc_t, desc_o, k=2)
     pairs = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in knn
              if len(m) == 2 and m[0].distance < ratio * m[1].distance]
