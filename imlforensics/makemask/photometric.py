@@ -23,7 +23,7 @@ MIN_PER_VALUE = 20
 MIN_GAIN = 1.0  # gray levels per channel a curve must explain to be applied
 SATURATION = 7.0  # levels from 0 or 255 within which a channel counts as clipped
 TRIMS, KEEP = 3, 0.7  # refits, each on the share of pixels the last curves explain best
-MAX_SAMPLES = 100_000
+MAX_SAMPLES = 50_000
 MIN_SLOPE = 0.4  # gains outside [MIN_SLOPE, 1 / MIN_SLOPE] are not a global grading
 
 
