@@ -27,8 +27,8 @@ import numpy as np
 
 from ..errors import ImlfError
 
-MAX_FEATURE_SIDE = 800  # features are found on copies at most this large (ECC refines at full detail)
-MAX_ECC_PIXELS = 600_000  # the dense refinement runs on copies at most this large
+MAX_FEATURE_SIDE = 700  # features are found on copies at most this large (ECC refines at full detail)
+MAX_ECC_PIXELS = 400_000  # the dense refinement runs on copies at most this large
 MIN_INLIERS = 8  # below this many agreeing matches, nothing is trusted
 SURE_INLIERS = 25  # from this many, the fit needs no further check
 MIN_FEATURE_SIDE = 640  # smaller images are enlarged before their features are found
