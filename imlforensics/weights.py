@@ -302,6 +302,15 @@ def load_weights(name: str, file: Path | None = None) -> tuple[dict[str, Any], d
     return tensors, {**info, "notes": notes}
 
 
+def load_model(name: str, kind: str, what: str, file: str | Path | None = None) -> tuple[ModelCard, dict[str, Any]]:
+    """The card of ``name`` and its weights (:func:`load_weights`), refusing a card of another
+    ``kind`` in one line that says the model is not ``what``."""
+    card = load_card(name)
+    if card.kind != kind:
+        raise WeightsError(f"{name} is not {what} (its card's kind is {card.kind})")
+    return card, load_weights(name, Path(file) if file else None)[0]
+
+
 # ---------------------------------------------------------------- the Hub
 
 

@@ -22,8 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import ImlfError
-
 MAX_PIXELS = 500_000  # copies are compared at most this large (the features are coarse anyway)
 
 
@@ -48,14 +46,10 @@ class FeatureComparer:
         """The backbone of card ``name`` with its cached weights (or ``weights``, a file)."""
         import torch
 
-        from ..cards import load_card
         from ..detectors.deep import resolve_device
-        from ..weights import load_weights
+        from ..weights import load_model
 
-        card = load_card(name)
-        if card.kind != "features":
-            raise ImlfError(f"{name} is not a feature backbone (its card's kind is {card.kind})")
-        tensors, _ = load_weights(name, Path(weights) if weights else None)
+        card, tensors = load_model(name, "features", "a feature backbone", weights)
         net = card.build()
         net.load_state_dict(tensors, strict=True)
         dev = resolve_device(device)

@@ -38,14 +38,10 @@ class Upscaler:
         import spandrel
         import torch
 
-        from ..cards import load_card
         from ..detectors.deep import resolve_device
-        from ..weights import load_weights
+        from ..weights import load_model
 
-        card = load_card(name)
-        if card.kind != "super-resolution":
-            raise ImlfError(f"{name} is not a super-resolution model (its card's kind is {card.kind})")
-        tensors, _ = load_weights(name, Path(weights) if weights else None)
+        card, tensors = load_model(name, "super-resolution", "a super-resolution model", weights)
         try:
             desc = spandrel.ModelLoader().load_from_state_dict(tensors)
         except Exception as exc:  # spandrel raises several kinds for unknown or broken state dicts
