@@ -120,7 +120,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
                         "the rest cannot be compared and is left out of the mask")
     if not mask.any():
         warnings.append("no change found: the mask is empty")
-    thresholds = {"unit": "-log(share of unchanged pixels beyond)", "low": LOW, "high": HIGH, "fine": FINE}
+    thresholds = {"unit": "ln(0.05 / share of the unchanged pixels beyond)", "low": LOW, "high": HIGH, "fine": FINE}
     return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, thresholds, mask, start,
                                                unchanged.mean() / max(cover.mean(), 1e-9)), warnings)
 

@@ -95,13 +95,6 @@ def _hf_noise(g: np.ndarray, valid: np.ndarray) -> float:
     return float(np.median(v) / 0.6745) if v.size else 0.0
 
 
-def noise_level(d: np.ndarray, valid: np.ndarray, quantile: float = 0.25) -> float:
-    """Robust noise level of a non-negative difference map over ``valid`` pixels: its
-    ``quantile``-th value (the pixels that differ least are the unedited ones)."""
-    v = d[valid]
-    return float(np.quantile(v, quantile)) if v.size else 0.0
-
-
 def activity(g: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """Local standard deviation of a gray image (Gaussian window)."""
     m = cv2.GaussianBlur(g, (0, 0), sigma)

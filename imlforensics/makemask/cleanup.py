@@ -21,8 +21,9 @@ import cv2
 import maxflow
 import numpy as np
 
-LOW, HIGH = 2.0, 6.0  # coarse evidence: -log of the share of unchanged pixels in the tail beyond it
-FINE = 1.0  # the full-resolution evidence a pixel of the mask needs, likewise
+# evidence x: the unchanged pixels beyond it are a share 0.05 exp(-x) of all (see change.tail_model)
+LOW, HIGH = 2.0, 6.0  # coarse evidence: regions grow where it reaches LOW and hold a seed at HIGH
+FINE = 1.0  # the full-resolution evidence a pixel of the mask needs
 FIRST_LOW, FIRST_HIGH = 3.0, 6.0  # the first pass, in units of the lowest quarter of all differences
 CAP = 3.0  # evidence beyond this says no more about where the outline runs
 SMOOTH = 2.0  # cost of splitting two neighbours of the same colour, in units of evidence
