@@ -34,9 +34,9 @@ MAX_SAMPLES = 60_000
 
 @dataclass
 class ChangeMap:
-    fine: np.ndarray  # (H, W) float32: evidence at full resolution (colour, edges), in noise units
+    fine: np.ndarray  # (H, W) float32: evidence at full resolution (colour, edges), see tail_model
     coarse: np.ndarray  # (H, W) float32: evidence at 1/2 and 1/4 resolution (all measures), averaged
-    noise: dict[str, float]  # median noise level of each measure at full scale
+    noise: dict[str, float]  # median scale of each measure's noise at full resolution
 
     @property
     def score(self) -> np.ndarray:
