@@ -518,3 +518,18 @@ def test_make_mask_compares_deep_features_with_an_imported_backbone(features_env
     assert iou(gt(tmp_path / "o" / "splice.mask.png"), splice[2]) >= 0.9
     r = run("make-mask", EX / "Au" / "coffee.jpg", EX / "Tp" / "splice.jpg", "--features", "realesrgan-x4plus")
     assert r.returncode == 2 and "not a feature backbone" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_change_map_with_deep_features_and_too_few_covered_pixels_finds_nothing():
+    """A learned distance map on a pair whose common part is too small to measure the noise on:
+    no change can be claimed there, and nothing fails."""
+    from imlforensics.makemask.change import change_map
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 255, (40, 40, 3)).astype(np.float32)
+    b = a.copy()
+    b[:20] = 255.0 - b[:20]
+    valid = np.zeros((40, 40), bool)
+    valid[:10, :10] = True  # 100 pixels: under what a noise estimate needs
+    ch = change_map(a, b, valid, learned=np.ones((40, 40), np.float32))
+    assert not ch.coarse.any() and not ch.fine.any()

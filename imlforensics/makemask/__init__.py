@@ -32,7 +32,7 @@ import numpy as np
 from ..image import ImageLike, as_image
 from .change import change_map
 from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
-from .detail import match_blur, resample_like
+from .detail import budget_factor, match_blur, resample_like
 from .photometric import fit_tone
 from .register import Registration, RegistrationError, copied, gray, refine, register, warp
 
@@ -130,7 +130,7 @@ def _shrink(shape: tuple[int, int], pixels: int = FIRST_PASS_PIXELS):
     averaging; a boolean map keeps the pixels wholly inside it) and back (``interpolation``), or
     None when it is small enough already."""
     h, w = shape
-    f = float(np.sqrt(pixels / (h * w)))
+    f = budget_factor(shape, pixels)
     if f >= 1.0:
         return None
     size = (max(1, round(w * f)), max(1, round(h * f)))

@@ -55,9 +55,12 @@ def _outside_range(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
     k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     lo, hi = cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE)
     d = cv2.max(cv2.max(cv2.subtract(a, hi), cv2.subtract(lo, a)), 0.0)
-    if d.ndim == 2:
-        return d
-    return cv2.sqrt(cv2.transform(cv2.multiply(d, d), np.ones((1, d.shape[2]), np.float32))).reshape(d.shape[:2])
+    return d if d.ndim == 2 else cv2.sqrt(squared_norm(d))
+
+
+def squared_norm(d: np.ndarray) -> np.ndarray:
+    """The sum over channels of the squares of an (H, W, C) float32 image: (H, W)."""
+    return cv2.transform(cv2.multiply(d, d), np.ones((1, d.shape[2]), np.float32)).reshape(d.shape[:2])
 
 
 def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.ndarray:
@@ -196,15 +199,26 @@ def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def _evidence(m: np.ndarray, classes: ActivityClasses, robust: bool, floor: float, bound: float | None,
+              monotone: bool) -> tuple[np.ndarray, np.ndarray | float]:
+    """The evidence of one measure ``m`` against its tail (:func:`tail_model`), whose start and
+    scale are at most ``bound`` (if given) and whose scale is at least ``floor``; and that scale."""
+    start, scale = tail_model(m, classes, robust, monotone=monotone)
+    if bound is not None:
+        start, scale = np.minimum(start, bound), np.minimum(scale, bound)
+    scale = np.maximum(scale, floor)
+    return (np.maximum(m - start, 0.0) / scale).astype(np.float32), scale
+
+
 def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, unchanged: np.ndarray | None = None,
                floors: dict[str, float] | None = None, learned: np.ndarray | None = None) -> ChangeMap:
     """Evidence of change at every pixel (see the module docstring).
 
     ``original``, ``tampered``: (H, W, 3) float32 RGB in 0..255 on the same grid, already tone
     and detail matched; ``valid``: the pixels both cover. ``unchanged``: the valid pixels a first
-    pass found unedited; the noise is then their median level rather than the lowest quarter of
-    all (heavy-tailed recompression noise has a long upper tail that the lower quarter misses).
-    ``floors``: lowest noise level per measure (defaults keep 8-bit rounding from counting as change).
+    pass found unedited, the reference of :func:`tail_model` (without it, all valid pixels are,
+    read robustly). ``floors``: the smallest tail scale per measure (defaults keep 8-bit rounding
+    from counting as change).
     ``learned``: a distance map of the two copies' deep features (:mod:`.features`), one more
     coarse measure.
     """
@@ -216,6 +230,7 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
     hf = float(np.hypot(_hf_noise(ga, valid), _hf_noise(gb, valid)))
     fine = np.zeros(shape, np.float32)
     coarse = {k: np.zeros(shape, np.float32) for k in ("colour", "structure", "edges")}
+    deep = np.zeros(shape, np.float32)  # the learned measure's evidence, when there is one
     noise: dict[str, float] = {}
     used = 0
     for f in SCALES:
@@ -233,29 +248,25 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
         maps = {"colour": tolerant_difference(xa, xb), "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
         if f > 1:  # SSIM's window would blur the outline at full resolution
             maps["structure"] = _structure_dissimilarity(ya, yb)
-        for k, m in maps.items():
-            # the structure term is noisiest in flat areas: its tail need not grow with activity
-            start, scale = tail_model(m, classes, robust, monotone=k != "structure")
-            if k == "colour":  # a mostly edited image: its own high-frequency noise bounds the tail
-                bound = max(3.0 * hf / f, floors[k])
-                start, scale = np.minimum(start, bound), np.minimum(scale, bound)
-            scale = np.maximum(scale, floors[k])
-            z = (np.maximum(m - start, 0.0) / scale).astype(np.float32)
-            z[~va] = 0.0
-            if f == 1:
-                noise[k] = float(np.median(scale[va])) if np.ndim(scale) else float(scale)
-                fine = np.maximum(fine, z)
-            else:
-                coarse[k] += _up(z, shape)
         if f == 1 and learned is not None:
-            start, scale = tail_model(learned, classes, robust)
-            scale = np.maximum(scale, floors["features"])
-            deep = (np.maximum(learned - start, 0.0) / scale).astype(np.float32)
-            noise["features"] = float(np.median(scale[va])) if np.ndim(scale) else float(scale)
+            maps["features"] = learned
+        for k, m in maps.items():
+            # a mostly edited image: its own high-frequency noise bounds the colour tail
+            bound = max(3.0 * hf / f, floors[k]) if k == "colour" else None
+            # the structure term is noisiest in flat areas: its tail need not grow with activity
+            z, level = _evidence(m, classes, robust, floors[k], bound, monotone=k != "structure")
+            z[~va] = 0.0
+            if f > 1:
+                coarse[k] += _up(z, shape)
+                continue
+            noise[k] = float(np.median(level[va])) if np.ndim(level) else float(level)
+            if k == "features":  # coarse in itself: it says whether, not where
+                deep = z
+            else:
+                fine = np.maximum(fine, z)
         used += f > 1
     both = np.maximum(np.maximum(coarse["colour"], coarse["structure"]), coarse["edges"]) / max(used, 1)
-    if learned is not None:
-        both = np.maximum(both, deep)
+    both = np.maximum(both, deep)
     fine[~valid] = 0.0
     both[~valid] = 0.0
     return ChangeMap(fine, both.astype(np.float32), noise)

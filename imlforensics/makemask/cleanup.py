@@ -21,6 +21,8 @@ import cv2
 import maxflow
 import numpy as np
 
+from .change import lab, squared_norm
+
 # evidence x: the unchanged pixels beyond it are a share 0.05 exp(-x) of all (see change.tail_model)
 LOW, HIGH = 2.0, 6.0  # coarse evidence: regions grow where it reaches LOW and hold a seed at HIGH
 FINE = 1.0  # the full-resolution evidence a pixel of the mask needs
@@ -133,15 +135,12 @@ def clean(fine: np.ndarray, coarse: np.ndarray, guide_rgb: np.ndarray, valid: np
     return mask, soft
 
 
-def _contrast(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _contrast(cielab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Squared CIELAB differences of each pixel to its right and lower neighbour (0 at the border)."""
-    ones = np.ones((1, lab.shape[2]), np.float32)
-    dx = np.zeros(lab.shape[:2], np.float32)
-    dy = np.zeros(lab.shape[:2], np.float32)
-    d = cv2.subtract(lab[:, 1:], lab[:, :-1])
-    dx[:, :-1] = cv2.transform(cv2.multiply(d, d), ones).reshape(d.shape[:2])  # (a sum over the channels)
-    d = cv2.subtract(lab[1:], lab[:-1])
-    dy[:-1] = cv2.transform(cv2.multiply(d, d), ones).reshape(d.shape[:2])
+    dx = np.zeros(cielab.shape[:2], np.float32)
+    dy = np.zeros(cielab.shape[:2], np.float32)
+    dx[:, :-1] = squared_norm(cv2.subtract(cielab[:, 1:], cielab[:, :-1]))
+    dy[:-1] = squared_norm(cv2.subtract(cielab[1:], cielab[:-1]))
     return dx, dy
 
 
@@ -180,7 +179,7 @@ def segment(evidence: np.ndarray, rgb: np.ndarray, seeds: np.ndarray, smooth: fl
     out = np.zeros(evidence.shape, bool)
     if not keep.any():
         return out
-    dx, dy = _contrast(cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB))
+    dx, dy = _contrast(lab(rgb))
     beta = 1.0 / (2.0 * max(float(dx[:, :-1].mean() + dy[:-1].mean()) / 2.0, 1e-6))
     right = cv2.exp(dx * -beta) * smooth
     down = cv2.exp(dy * -beta) * smooth

@@ -19,6 +19,11 @@ import cv2
 import numpy as np
 
 
+def budget_factor(shape: tuple[int, int], pixels: int) -> float:
+    """The factor (at most 1) that brings an image of ``shape`` (H, W) to at most ``pixels`` pixels."""
+    return min(1.0, float(np.sqrt(pixels / (shape[0] * shape[1]))))
+
+
 def resample_like(img: np.ndarray, scale: float, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
     """``img`` shrunk by ``scale`` (< 1) with area averaging and enlarged back with
     ``interpolation``: what an original ``scale`` times smaller went through on its way onto
@@ -35,7 +40,7 @@ SEARCH_PIXELS = 500_000  # the blur is chosen on a central part of the copies at
 def _central(shape: tuple[int, int], pixels: int) -> tuple[slice, slice]:
     """The central window of an image of ``shape`` with at most ``pixels`` pixels (same aspect)."""
     h, w = shape
-    f = min(1.0, float(np.sqrt(pixels / (h * w))))
+    f = budget_factor(shape, pixels)
     ch, cw = max(1, round(h * f)), max(1, round(w * f))
     return slice((h - ch) // 2, (h - ch) // 2 + ch), slice((w - cw) // 2, (w - cw) // 2 + cw)
 

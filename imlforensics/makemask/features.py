@@ -22,6 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .detail import budget_factor
+
 MAX_PIXELS = 500_000  # copies are compared at most this large (the features are coarse anyway)
 
 
@@ -64,7 +66,7 @@ class FeatureComparer:
         import torch
 
         h, w = a.shape[:2]
-        f = min(1.0, float(np.sqrt(MAX_PIXELS / (h * w))))
+        f = budget_factor((h, w), MAX_PIXELS)
         size = (max(32, round(w * f)), max(32, round(h * f)))
         batch = np.stack([(cv2.resize(np.asarray(x, np.float32), size, interpolation=cv2.INTER_AREA) - self.mean) / self.std
                           for x in (a, b)])
