@@ -297,6 +297,17 @@ def test_unrelated_pair_is_one_line_of_error_and_no_mask(tmp_path):
     assert not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.parametrize("broken", ["missing", "text"])
+def test_a_bad_original_is_named_in_its_one_line_of_error(tmp_path, broken):
+    original = tmp_path / "before.jpg"
+    if broken == "text":
+        original.write_text("not a picture")
+    r = imlf("make-mask", original, EX / "Tp" / "splice.jpg", "-o", tmp_path / "m.png")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f"original {original}:" in r.stderr  # the culprit, not only the pair's tampered image
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_pairs_file_becomes_a_dataset_that_eval_reads(tmp_path):
     from imlforensics.datasets import load_dataset
 

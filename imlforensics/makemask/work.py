@@ -37,7 +37,11 @@ def analyse_pair(original: Path, tampered: Path, opts: dict[str, Any], limit: in
     from ..image import load_image
     from . import make_mask
 
-    o, t = load_image(original, max_pixels=limit), load_image(tampered, max_pixels=limit)
+    try:
+        o = load_image(original, max_pixels=limit)
+    except ImlfError as exc:  # (failures are reported under the tampered image's name: say whose)
+        raise ImlfError(f"original {original}: {exc}") from None
+    t = load_image(tampered, max_pixels=limit)
     built = built if built is not None else models(opts)
     res = make_mask(o, t, upscaler=built["upscaler"], features=built["features"])
     report = {"original": {"path": str(original), "width": o.width, "height": o.height, "sha256": o.sha256},
