@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
+import os
 import signal
 import subprocess
 import sys
@@ -61,7 +61,7 @@ def outputs(out: Path) -> dict[str, bytes]:
         if p.suffix in (".png", ".npy"):
             keep[name] = p.read_bytes()
         elif p.suffix == ".json":
-            rec = json.loads(p.read_text().replace(str(out), "OUT"))
+            rec = json.loads(p.read_text().replace(str(out), "OUT").replace(f'"{out.name}/', '"OUT/'))
             for k in ("seconds", "detector_seconds"):
                 rec.pop(k, None)
             for m in rec.get("details", {}).get("members", []):
@@ -74,9 +74,11 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 def test_ensemble_on_the_examples_is_identical(address, tmp_path):
+    """Relative paths (inputs and --out) mean in Ray's workers what they mean where imlf runs."""
     local, distributed = tmp_path / "local", tmp_path / "ray"
-    a = imlf("ensemble", EX / "Tp", EX / "Au", "-o", local, "--save-raw")
-    b = imlf("ensemble", EX / "Tp", EX / "Au", "-o", distributed, "--save-raw", "--engine", "ray", "--address", address)
+    inputs = [os.path.relpath(EX / "Tp", tmp_path), os.path.relpath(EX / "Au", tmp_path)]
+    a = imlf("ensemble", *inputs, "-o", "local", "--save-raw", cwd=tmp_path)
+    b = imlf("ensemble", *inputs, "-o", "ray", "--save-raw", "--engine", "ray", "--address", address, cwd=tmp_path)
     assert a.returncode == 0 and b.returncode == 0, b.stderr
     assert len(b.stderr.strip().splitlines()) == len(a.stderr.strip().splitlines())  # no Ray noise
     assert "done 6, failed 0, flagged 2" in b.stderr

@@ -93,6 +93,16 @@ def _one_thread() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
+def _in_folder(folder: str, build: Callable[[], Any]) -> Any:
+    """``build()`` in the driver's current folder, so that relative paths mean what they mean
+    there (on a cluster that folder must exist on every node, on a shared file system)."""
+    import os
+
+    if os.path.isdir(folder):
+        os.chdir(folder)
+    return build()
+
+
 def _state(token: str, build: Callable[[], Any]) -> Any:
     if token not in _STATE:
         _STATE.clear()  # one run's state at a time in a reused worker process
@@ -126,6 +136,8 @@ def pipeline(payloads: list[Any], stages: list[dict[str, Any]]) -> Iterator[Any]
     A stage is ``{"build": factory of its state, "work": (state, payload) -> payload}`` plus, for
     an actor stage, ``"actors": N`` and ``"gpus": G`` (per actor). Functions must be picklable
     (module-level functions and ``functools.partial`` of them)."""
+    import os
+
     import ray
 
     n = len(payloads)
@@ -138,12 +150,13 @@ def pipeline(payloads: list[Any], stages: list[dict[str, Any]]) -> Iterator[Any]
     ds = ray.data.from_items([{"i": k, "x": pickle.dumps(p)} for k, p in enumerate(payloads)],
                              override_num_blocks=min(n, MAX_BLOCKS))
     for st in stages:
+        build = partial(_in_folder, os.getcwd(), st["build"])
         if "actors" in st:
-            ds = ds.map_batches(_Actor, fn_constructor_kwargs={"build": st["build"], "work": st["work"]},
+            ds = ds.map_batches(_Actor, fn_constructor_kwargs={"build": build, "work": st["work"]},
                                 batch_size=1, concurrency=st["actors"], num_gpus=st.get("gpus") or None,
                                 num_cpus=1)
         else:
-            ds = ds.map_batches(_task, fn_kwargs={"token": uuid.uuid4().hex, "build": st["build"], "work": st["work"]},
+            ds = ds.map_batches(_task, fn_kwargs={"token": uuid.uuid4().hex, "build": build, "work": st["work"]},
                                 batch_size=1, num_cpus=1)
     for row in ds.iter_rows():
         yield pickle.loads(row["x"])
