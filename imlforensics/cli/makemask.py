@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ImlfError
+from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS
 from .common import (
     EXIT_FAILED,
@@ -64,7 +65,7 @@ def make_mask_command(
         else:
             raise fail("give ORIGINAL TAMPERED (two images or two folders), or --pairs CSV")
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     if output is not None:
         raise fail("-o/--output names the mask of one pair; a dataset goes to --out")
     for name in unmatched:
@@ -89,7 +90,7 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
         out_dir = Path("imlf-out")
     try:
         for target in [p for p in (output,) if p is not None]:
-            if target.resolve() in (original.resolve(), tampered.resolve()):
+            if safe_resolve(target) in (safe_resolve(original), safe_resolve(tampered)):
                 raise ImlfError(f"refusing to write {target}: it is an input file")
             if target.exists() and not overwrite:
                 raise ImlfError(f"{target} exists (use --overwrite to replace it)")
@@ -97,12 +98,12 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
             check_writable_dir(out_dir)
             for suffix in OUTPUT_SUFFIXES:
                 target = out_dir / f"{tampered.stem}{suffix}"
-                if target.resolve() in (original.resolve(), tampered.resolve()):
+                if safe_resolve(target) in (safe_resolve(original), safe_resolve(tampered)):
                     raise ImlfError(f"refusing to write {target}: it is an input file")
                 if target.exists() and not overwrite:
                     raise ImlfError(f"{target} exists (use --overwrite to replace it)")
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     try:
         res, t, report = analyse_pair(original, tampered, sr_opts, limit)
         if output is not None:
@@ -131,7 +132,7 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
     try:
         writer = DatasetWriter(out_dir, overwrite)
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     stems = unique_stems(todo)
     ready = []
     for pair in todo:

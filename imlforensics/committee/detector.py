@@ -43,7 +43,7 @@ class Committee(Detector):
         from .calibrate import read_priors
         from .fusion import FUSIONS, VOTERS
 
-        if voter not in VOTERS or fusion not in FUSIONS or float(temperature) <= 0:
+        if voter not in VOTERS or fusion not in FUSIONS or not float(temperature) > 0 or float(temperature) == float("inf"):
             raise ValueError(f"voter must be {'/'.join(VOTERS)}, fusion {'/'.join(FUSIONS)}, temperature > 0")
         self.doc = read_priors(priors or DEFAULT_PRIORS)
         known = self.doc["members"]

@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -130,8 +129,9 @@ def run(samples: list[Sample], factory: Callable[[], Source], threshold: float =
         for s in samples:
             yield score_sample(s, source, threshold, device)
         return
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(factory, threshold)) as pool:
-        yield from pool.map(_work, samples, chunksize=4)
+    from ..runs.workers import pool_map
+
+    yield from pool_map(_work, samples, jobs, _init_worker, (factory, threshold), chunksize=4)
 
 
 def summarize(records: Iterable[ImageRecord], threshold: float) -> dict:

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ImlfError
+from ..runs.workers import one_thread_per_library, pool_map
 
 
 def models(opts: dict[str, Any]) -> dict[str, Any]:
@@ -55,14 +55,10 @@ _WORKER: dict[str, Any] = {}
 
 def _init(opts: dict[str, Any], limit: int | None, one_thread: bool = True) -> None:
     """A worker: the options, the learned models built once, and (in a pool) one thread per library."""
-    if one_thread:
-        import cv2
-
-        cv2.setNumThreads(1)
     _WORKER["opts"], _WORKER["limit"] = opts, limit
     _WORKER["models"] = models(opts)
-    if one_thread and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    if one_thread:
+        one_thread_per_library()
 
 
 def _work(item: tuple[str, str]) -> tuple[str, str, Any, dict | None, str | None]:
@@ -87,11 +83,4 @@ def run_pairs(items: list[tuple[str, str]], jobs: int, opts: dict[str, Any], lim
         for it in items:
             yield _work(it)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(opts, limit)) as pool:
-        yield from pool.map(_work, items, chunksize=1)
+    yield from pool_map(_work, items, jobs, _init, (opts, limit))
