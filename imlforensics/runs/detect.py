@@ -15,6 +15,7 @@ from ..errors import NotApplicable, OutputError
 from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS, ImageData, load_image
 from ..io.outputs import (
+    OutputSet,
     OutputPaths,
     components,
     heatmap_u8,
@@ -23,7 +24,6 @@ from ..io.outputs import (
     output_paths,
     overlay,
     png_bytes,
-    write_atomic,
 )
 
 
@@ -153,16 +153,17 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
     _check_targets(list(layers.values()), overwrite, protected | ({safe_resolve(img.path)} if img.path else set()))
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
-    write_atomic(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)), overwrite)
-    write_atomic(paths.mask, png_bytes(mask.astype(np.uint8) * 255), overwrite)
-    write_atomic(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)), overwrite)
-    if paths.raw is not None:
-        write_atomic(paths.raw, npy_bytes(pred.heatmap), overwrite)
-    for name, target in layers.items():
-        write_atomic(target, png_bytes(heatmap_u8(pred.layers[name])), overwrite)
-        record["outputs"][name] = str(target)
-    record["seconds"] = round(seconds + time.perf_counter() - start, 4)
-    write_atomic(paths.json, json_bytes(record), overwrite)
+    with OutputSet(overwrite, mark=paths.json) as out:
+        out.write(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)))
+        out.write(paths.mask, png_bytes(mask.astype(np.uint8) * 255))
+        out.write(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)))
+        if paths.raw is not None:
+            out.write(paths.raw, npy_bytes(pred.heatmap))
+        for name, target in layers.items():
+            out.write(target, png_bytes(heatmap_u8(pred.layers[name])))
+            record["outputs"][name] = str(target)
+        record["seconds"] = round(seconds + time.perf_counter() - start, 4)
+        out.write(paths.json, json_bytes(record))
     return record
 
 
