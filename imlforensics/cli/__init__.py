@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -56,6 +57,8 @@ app.command("make-mask")(make_mask_command)
 
 def main() -> None:
     """Console-script entry point."""
+    if not os.environ.get("IMLF_DEBUG"):  # other libraries' warnings are not ours to print
+        warnings.simplefilter("ignore")
     try:
         app()
     except KeyboardInterrupt:

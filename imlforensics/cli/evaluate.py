@@ -15,10 +15,12 @@ from ..errors import ImlfError
 from .common import (
     EXIT_FAILED,
     detector_options,
+    err,
     fail,
     finite,
     out,
     progress,
+    report_failure,
     warn_line,
 )
 
@@ -85,6 +87,10 @@ def eval_command(
     with progress(len(samples), json_out) as advance:
         for rec in run(samples, factory, threshold, jobs, device):
             records.append(rec)
+            if rec.error:
+                report_failure(rec.image, rec.error, False)
+            elif rec.warning:
+                warn_line(f"{rec.image}: {rec.warning}")
             advance()
     summary = {"dataset": str(dataset), "detector": name, **summarize(records, threshold)}
     try:
@@ -101,8 +107,9 @@ def eval_command(
     else:
         _eval_table(summary)
     if summary["failed"]:
-        for reason, n in summary["errors"].items():
-            warn_line(f"{n} image(s) failed: {reason}")
+        err.print(f"imlf: {summary['failed']} of {summary['images']} image(s) failed and are not in the figures above",
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _fmt(x: Optional[float]) -> str:

@@ -134,7 +134,6 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
            limit: int | None, failed: int = 0) -> None:
     from ..makemask.dataset import DatasetWriter, unique_stems
     from ..makemask.work import run_pairs
-
     from ..runs.batch import OutputLock
 
     try:

@@ -71,6 +71,11 @@ class Committee(Detector):
         w = member_weights([float(known[n]["prior"]) for n in names], voter, self.temperature)
         self.weights = dict(zip(names, map(float, w)))
 
+    def memory_needed(self, img: ImageData) -> int:
+        # members run one after another; their maps (float32) are kept for the fusion
+        peak = max((m.memory_needed(img) for m in self.members.values()), default=0)
+        return peak + img.width * img.height * (4 * len(self.members) + 24)
+
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         raw, rows, notes = {}, [], []
         for n, det in self.members.items():

@@ -133,7 +133,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _pil_pixel_limit():
+            with pillow_limit_off():
                 im = Image.open(io.BytesIO(data))
             fmt = im.format
             width, height = im.size
@@ -242,11 +242,13 @@ def _stored_bits(im: Image.Image, data: bytes) -> int:
     return 8
 
 
-class _pil_pixel_limit:
-    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit.
+class pillow_limit_off:
+    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit
+    (which warns on stderr above 89 MP and refuses above 179 MP).
 
     Pillow's check is switched off only while a header is opened; ``load_image`` compares the
-    header's size with ``max_pixels`` before any pixel is decoded."""
+    header's size with ``max_pixels`` before any pixel is decoded, and detectors that reopen
+    an image already checked (a JPEG round trip) open it under this too."""
 
     def __enter__(self):
         _PIL_LIMIT_LOCK.acquire()
