@@ -155,7 +155,7 @@ def start_engine(engine: str, address: Optional[str], actors: Optional[int],
     try:
         connect(address)
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     gpus = default_gpus_per_actor() if gpus_per_actor is None else gpus_per_actor
     if actors is None:
         actors = max(1, int(cluster_gpus() / gpus)) if gpus else 1
