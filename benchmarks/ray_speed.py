@@ -55,17 +55,19 @@ def main() -> None:
         ray.init(num_cpus=args.cpus, include_dashboard=False, object_store_memory=300 * 2**20, log_to_driver=False)
         start = time.perf_counter() - t
         address = ray.get_runtime_context().gcs_address
-        local, remote = [], []
-        for k in range(args.repeats):
-            outs = {"local": Path(tmp) / f"local{k}", "ray": Path(tmp) / f"ray{k}"}
-            order = ["local", "ray"] if k % 2 == 0 else ["ray", "local"]
-            for engine in order:
-                extra = ["--jobs", str(args.cpus)] if engine == "local" else ["--engine", "ray", "--address", address]
-                (local if engine == "local" else remote).append(run(folder, outs[engine], extra))
-            same = all((outs["ray"] / p.name).read_bytes() == p.read_bytes() for p in outs["local"].glob("*.heatmap.png"))
-            print(f"round {k + 1}: local --jobs {args.cpus} {local[-1]:.1f} s, ray {remote[-1]:.1f} s, "
-                  f"heatmaps identical: {same}", flush=True)
-        ray.shutdown()
+        try:
+            local, remote = [], []
+            for k in range(args.repeats):
+                outs = {"local": Path(tmp) / f"local{k}", "ray": Path(tmp) / f"ray{k}"}
+                order = ["local", "ray"] if k % 2 == 0 else ["ray", "local"]
+                for engine in order:
+                    extra = ["--jobs", str(args.cpus)] if engine == "local" else ["--engine", "ray", "--address", address]
+                    (local if engine == "local" else remote).append(run(folder, outs[engine], extra))
+                same = all((outs["ray"] / p.name).read_bytes() == p.read_bytes() for p in outs["local"].glob("*.heatmap.png"))
+                print(f"round {k + 1}: local --jobs {args.cpus} {local[-1]:.1f} s, ray {remote[-1]:.1f} s, "
+                      f"heatmaps identical: {same}", flush=True)
+        finally:
+            ray.shutdown()
     ml, mr = statistics.median(local), statistics.median(remote)
     print(f"\n| images | local --jobs {args.cpus} (s) | --engine ray (s) | Ray overhead | rounds (local / ray, s) | Ray start-up (s) |")
     print("|---|---|---|---|---|---|")
