@@ -14,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from imlforensics.detectors.base import Detector
+from imlforensics.errors import NotApplicable
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'imlforensics[ray]')")
 
@@ -200,3 +204,60 @@ def test_missing_ray_is_one_line_of_error(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["imlf: error: --engine ray needs Ray: pip install 'imlforensics[ray]'"]
     assert not list(tmp_path.iterdir())
+
+
+
+class ToyDeep(Detector):
+    """A stand-in for a deep member that needs no weights: abstains on PNGs; its map is the smoothed
+    luma. Ray's workers get this class by value (the tests folder is not importable there)."""
+
+    name, kind = "toy-deep", "deep"
+
+    def __init__(self, device: str = "auto"):
+        self.device = device
+
+    def analyse(self, img):
+        import cv2
+
+        if img.format == "PNG":
+            raise NotApplicable("toy-deep reads JPEGs only")
+        heat = cv2.GaussianBlur(img.gray.astype(np.float32) / 255.0, (0, 0), 3)
+        return heat, float(heat.max()), {"notes": ["toy-deep"]}
+
+
+def test_a_deep_member_in_an_actor_stage_votes_and_abstains_as_locally(address, folder, tmp_path, monkeypatch):
+    from functools import partial
+
+    from imlforensics.committee.detector import DEFAULT_PRIORS
+    from imlforensics.detectors import registry
+    from imlforensics.io.inputs import expand_inputs, output_stems
+    from imlforensics.runs.batch import run_batch
+    from imlforensics.runs.ray import run_detect
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setitem(registry._DETECTORS, "toy-deep", ToyDeep)
+    doc = json.loads(DEFAULT_PRIORS.read_text())
+    doc["members"]["toy-deep"] = doc["members"]["ela"]
+    priors = tmp_path / "priors.json"
+    priors.write_text(json.dumps(doc))
+    opts = {"members": "ela,dq,toy-deep", "priors": str(priors)}
+    files = [f for f in expand_inputs([str(folder)], recursive=True)[0] if f.name != "broken.jpg"][:5]
+    files.append(folder / "photo.png")
+    stems = output_stems(files)
+    items = [(str(f), stems[f]) for f in files]
+
+    def job(out: Path) -> dict:
+        out.mkdir()
+        return {"out_dir": str(out), "threshold": 0.5, "overwrite": False, "save_raw": True,
+                "max_pixels": 10**8, "protected": [str(f.resolve()) for f in files]}
+
+    local = registry.load_detector("committee", **opts)
+    assert all(r["status"] == "done" for r in run_batch(items, None, job(tmp_path / "local"), 1, local))
+    final = partial(registry.load_detector, "committee", **opts, external=["toy-deep"])
+    results = list(run_detect(items, job(tmp_path / "ray"), final, {"toy-deep": ToyDeep}, 1, 0.0))
+    assert [r["status"] for r in results] == ["done"] * 6
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local") and len(outputs(tmp_path / "local")) == 6 * 7
+    png = {m["name"]: m for m in json.loads((tmp_path / "ray" / "photo.json").read_text())["details"]["members"]}
+    assert not png["toy-deep"]["voted"] and not png["dq"]["voted"] and png["ela"]["voted"]
+    jpg = {m["name"]: m for m in results[0]["record"]["details"]["members"]}
+    assert jpg["toy-deep"]["voted"] and jpg["toy-deep"]["weight"] > 0

@@ -4,8 +4,8 @@ Ray (Moritz et al., "Ray: A Distributed Framework for Emerging AI Applications",
 its streaming batch engine Ray Data (Luan et al., "The Streaming Batch Model for Efficient and
 Fault-Tolerant Heterogeneous Execution", arXiv 2501.12407) run a pipeline over the list of files:
 
-* every item is a small record (its index and a pickled payload: path, output stem, the results
-  of the members computed so far), so only paths and maps travel, never decoded images;
+* every item is a small record (a pickled payload: path, output stem, the results of the members
+  computed so far), so only paths and maps travel, never decoded images;
 * each deep model is one stage of **actors** (``map_batches`` with a class): the model is loaded
   once per actor, ``gpus_per_actor`` (fractional) GPUs each, ``actors`` of them;
 * the rest (decoding, the classical members, the fusion, writing) is one stage of **CPU tasks**
@@ -112,7 +112,7 @@ def _state(token: str, build: Callable[[], Any]) -> Any:
 
 
 def _apply(state: Any, work: Callable[[Any, Any], Any], batch: dict[str, Any]) -> dict[str, Any]:
-    return {"i": batch["i"], "x": [pickle.dumps(work(state, pickle.loads(x))) for x in batch["x"]]}
+    return {"x": [pickle.dumps(work(state, pickle.loads(x))) for x in batch["x"]]}
 
 
 def _task(batch: dict[str, Any], token: str, build: Callable[[], Any], work: Callable[[Any, Any], Any]) -> dict[str, Any]:
@@ -147,14 +147,13 @@ def pipeline(payloads: list[Any], stages: list[dict[str, Any]]) -> Iterator[Any]
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = True  # results (and summary rows) in input order
-    ds = ray.data.from_items([{"i": k, "x": pickle.dumps(p)} for k, p in enumerate(payloads)],
-                             override_num_blocks=min(n, MAX_BLOCKS))
+    ds = ray.data.from_items([{"x": pickle.dumps(p)} for p in payloads], override_num_blocks=min(n, MAX_BLOCKS))
     for st in stages:
         build = partial(_in_folder, os.getcwd(), st["build"])
         if "actors" in st:
             ds = ds.map_batches(_Actor, fn_constructor_kwargs={"build": build, "work": st["work"]},
-                                batch_size=1, concurrency=st["actors"], num_gpus=st.get("gpus") or None,
-                                num_cpus=1)
+                                batch_size=1, compute=ray.data.ActorPoolStrategy(size=st["actors"]),
+                                num_gpus=st.get("gpus") or None, num_cpus=1)
         else:
             ds = ds.map_batches(_task, fn_kwargs={"token": uuid.uuid4().hex, "build": build, "work": st["work"]},
                                 batch_size=1, num_cpus=1)
