@@ -56,6 +56,13 @@ def folder(tmp_path_factory) -> Path:
     return src
 
 
+@pytest.fixture(scope="module")
+def local_twenty(folder, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The local engine's run over the 20 images (``--jobs 2``), shared by the tests that compare."""
+    out = tmp_path_factory.mktemp("local-twenty") / "out"
+    return out, imlf("ensemble", folder, "-o", out, "--jobs", "2")
+
+
 def outputs(out: Path) -> dict[str, bytes]:
     """Every output file's bytes, JSON without its timings and with the output folder's name
     replaced, summary.csv without its seconds column (timings differ between any two runs)."""
@@ -101,9 +108,8 @@ def test_detect_on_the_examples_is_identical(address, tmp_path):
     assert outputs(distributed) == outputs(local) and len(outputs(local)) == 6 * 4
 
 
-def test_twenty_images_identical_failure_reported_abstention_kept(address, folder, tmp_path):
-    local, distributed = tmp_path / "local", tmp_path / "ray"
-    a = imlf("ensemble", folder, "-o", local, "--jobs", "2")
+def test_twenty_images_identical_failure_reported_abstention_kept(address, folder, local_twenty, tmp_path):
+    (local, a), distributed = local_twenty, tmp_path / "ray"
     b = imlf("ensemble", folder, "-o", distributed, "--engine", "ray", "--address", address)
     # the corrupt file is one line of error; the 19 others are done
     for r in (a, b):
@@ -116,9 +122,8 @@ def test_twenty_images_identical_failure_reported_abstention_kept(address, folde
     assert any(",failed," in r and "broken.jpg" in r for r in (distributed / "summary.csv").read_text().splitlines())
 
 
-def test_resume_after_the_driver_is_killed(address, folder, tmp_path):
-    whole = tmp_path / "whole"
-    assert imlf("ensemble", folder, "-o", whole, "--jobs", "2").returncode == 1  # (broken.jpg)
+def test_resume_after_the_driver_is_killed(address, folder, local_twenty, tmp_path):
+    whole = local_twenty[0]
     part = tmp_path / "part"
     proc = subprocess.Popen([sys.executable, "-m", "imlforensics", "ensemble", str(folder), "-o", str(part),
                              "--engine", "ray", "--address", address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
