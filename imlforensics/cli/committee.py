@@ -11,7 +11,18 @@ import typer
 
 from ..errors import ImlfError
 from ..io.files import safe_resolve
-from .common import EXIT_FAILED, err, escape, fail, finite, progress
+from .common import (
+    ACTORS_HELP,
+    ADDRESS_HELP,
+    ENGINE_HELP,
+    EXIT_FAILED,
+    GPUS_HELP,
+    err,
+    escape,
+    fail,
+    finite,
+    progress,
+)
 
 
 def calibrate_command(
@@ -69,7 +80,7 @@ def calibrate_command(
 
 
 def ensemble_command(
-    inputs: list[str] = typer.Argument(..., help="Folders (searched recursively), image files or glob patterns."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Folders (searched recursively), image files or glob patterns.", show_default=False),
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder."),
     models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated members (default: all in the priors file)."),
     priors: Optional[Path] = typer.Option(None, "--priors", help="Priors from `imlf calibrate` (default: the shipped classical priors)."),
@@ -85,13 +96,18 @@ def ensemble_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write the fused float map as .npy."),
     device: str = typer.Option("auto", "--device", help="Deep members: auto, cpu, cuda or mps."),
+    input_list: Optional[Path] = typer.Option(None, "--input-list", help="A file with one input path per line (added to the arguments)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
 ) -> None:
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
 
     from ..detectors.registry import load_detector
     from ..io.image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-    from ..io.inputs import expand_inputs, output_stems
+    from ..io.inputs import FANOUT_OVER, expand_inputs, output_stems, read_input_list
     from ..io.outputs import check_writable_dir, write_atomic
     from ..runs.batch import (
         Ledger,
@@ -105,7 +121,8 @@ def ensemble_command(
         summary_csv,
         summary_rows,
     )
-    from .common import report_failure
+    from ..runs.ray import run_committee
+    from .common import report_failure, start_engine
 
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
             "fusion": fusion, "save_members": save_members, "device": device}
@@ -113,11 +130,15 @@ def ensemble_command(
         share = parse_shard(shard)
         committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
+        inputs = list(inputs or []) + (read_input_list(input_list) if input_list else [])
+        if not inputs:
+            raise ImlfError("give folders, files or --input-list FILE")
         lock = OutputLock(out_dir, share, "imlf ensemble")
         done = read_ledger(out_dir) if resume else {}
     except ImlfError as exc:
         raise fail(str(exc))
     with lock:
+        cluster = start_engine(engine, address, actors, gpus_per_actor)
         files, problems = expand_inputs(inputs, recursive=True)
         for arg, reason in problems:
             report_failure(arg, reason, json_lines)
@@ -125,8 +146,9 @@ def ensemble_command(
                    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if skipped:
             err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {escape(str(skipped[0]))})")
+        fanout = len(files) > FANOUT_OVER  # counted before sharding: every shard lays out its files alike
         files = [f for f in files if in_shard(f, share)]
-        stems = output_stems(files)
+        stems = output_stems(files, fanout)
         if resume:  # files a killed run was writing when it died
             remove_stale_temporaries(out_dir, stems.values())
         todo = [f for f in files if ledger_key(f) not in done]
@@ -142,8 +164,11 @@ def ensemble_command(
         stopped = None
         try:
             with progress(len(todo), json_lines) as advance:
-                for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts),
-                                     job, jobs, committee if jobs <= 1 else None):
+                items = [(str(f), stems[f]) for f in todo]
+                results = (run_batch(items, partial(load_detector, "committee", **opts), job, jobs,
+                                     committee if jobs <= 1 else None)
+                           if cluster is None else run_committee(items, committee, opts, job, **cluster))
+                for res in results:
                     rec = res.get("record")
                     if res["status"] == "done":
                         ledger.done(res["image"], rec)
@@ -176,3 +201,4 @@ def ensemble_command(
                   f"(score >= {threshold}); {where}")
     if failed:
         raise typer.Exit(EXIT_FAILED)
+

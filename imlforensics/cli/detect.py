@@ -15,8 +15,12 @@ from ..errors import ImlfError
 from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS
 from .common import (
+    ACTORS_HELP,
+    ADDRESS_HELP,
+    ENGINE_HELP,
     EXIT_FAILED,
     EXIT_FLAGGED,
+    GPUS_HELP,
     detector_options,
     err,
     escape,
@@ -26,11 +30,12 @@ from .common import (
     parse_count,
     progress,
     report_failure,
+    start_engine,
 )
 
 
 def detect_command(
-    images: list[str] = typer.Argument(..., help="Image files, folders or glob patterns.", show_default=False),
+    images: Optional[list[str]] = typer.Argument(None, help="Image files, folders or glob patterns.", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector name (see `imlf models`); default: dq for JPEG files, ela for others."),
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder (created if needed)."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image on stdout, nothing else."),
@@ -45,21 +50,32 @@ def detect_command(
     device: str = typer.Option("auto", "--device", help="Deep models: auto, cpu, cuda or mps."),
     tile: bool = typer.Option(False, "--tile", help="Deep models: slide windows of the model's input size over the full-resolution image instead of resizing it."),
     half: bool = typer.Option(False, "--half", help="Deep models: bf16 autocast (faster on GPUs; maps differ slightly, see README)."),
+    input_list: Optional[Path] = typer.Option(None, "--input-list", help="A file with one input path per line (added to the arguments)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
 ) -> None:
     """Localize tampering in images: heatmap, mask, overlay and a JSON report per image."""
     from ..detectors.registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, load_detector
-    from ..io.inputs import expand_inputs, output_stems
+    from ..io.inputs import expand_inputs, output_stems, read_input_list
     from ..io.outputs import check_writable_dir
     from ..runs.detect import detect_stream
+    from ..runs.ray import detect_outcomes
 
     limit = parse_count(max_pixels)
     try:
         name = model or DEFAULT_DETECTOR
-        detector = load_detector(name, **detector_options(name, option, weights, device, tile, half))
+        options = detector_options(name, option, weights, device, tile, half)
+        detector = load_detector(name, **options)
         fallback = None if model else load_detector(DEFAULT_FALLBACK)
         check_writable_dir(out_dir)
+        images = list(images or []) + (read_input_list(input_list) if input_list else [])
+        if not images:
+            raise ImlfError("give image files, folders or --input-list FILE")
     except ImlfError as exc:
         raise fail(str(exc))
+    cluster = start_engine(engine, address, actors, gpus_per_actor)
     files, problems = expand_inputs(images, recursive)
     for arg, reason in problems:
         report_failure(arg, reason, json_lines)
@@ -68,8 +84,13 @@ def detect_command(
     records, failed = [], len(problems)
     with progress(len(files), json_lines) as advance:
         items = [(path, stems[path]) for path in files]
-        for path, rec, exc in detect_stream(detector, items, out_dir, threshold, overwrite, save_raw, limit,
-                                            protected, fallback):
+        if cluster is None:
+            results = detect_stream(detector, items, out_dir, threshold, overwrite, save_raw, limit, protected, fallback)
+        else:
+            job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite, "save_raw": save_raw,
+                   "max_pixels": limit, "protected": [str(p) for p in protected]}
+            results = detect_outcomes(items, job, detector, options, fallback is not None, **cluster)
+        for path, rec, exc in results:
             if exc is None:
                 records.append(rec)
                 if json_lines:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors.base import Detector
+from ..detectors.base import Detector, Prediction
 from ..detectors.registry import load_detector, register_detector
 from ..errors import ImlfError, NotApplicable
 from ..io.image import ImageData
@@ -30,7 +30,9 @@ DEFAULT_PRIORS = Path(__file__).parent / "priors-classical.json"
 class Committee(Detector):
     """Options: ``members`` (comma-separated names; default: every member of the priors file),
     ``priors`` (a file from ``imlf calibrate``), ``voter`` (prior|equal), ``temperature`` (5),
-    ``fusion`` (logit|mean|vote), ``save_members`` (keep each member's map), ``device``."""
+    ``fusion`` (logit|mean|vote), ``save_members`` (keep each member's map), ``device``,
+    ``external`` (members run elsewhere, e.g. in the Ray engine's GPU actors: they are not loaded
+    here, and :meth:`predict_given` takes their results for each image)."""
 
     name = "committee"
     kind = "committee"
@@ -39,7 +41,8 @@ class Committee(Detector):
     summary = "calibrated members vote with weights softmax(prior / T); fused heatmap plus agreement map"
 
     def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None, voter: str = "prior",
-                 temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto"):
+                 temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto",
+                 external: list[str] | tuple[str, ...] = ()):
         from .calibrate import read_priors
         from .fusion import FUSIONS, VOTERS
 
@@ -57,6 +60,9 @@ class Committee(Detector):
         self.members: dict[str, Detector] = {}
         self.absent: dict[str, str] = {}
         for n in names:
+            if n in external:
+                self.members[n] = Given(n)
+                continue
             try:
                 opts = {"device": device} if _is_deep(n) else {}
                 self.members[n] = load_detector(n, **opts)
@@ -70,6 +76,19 @@ class Committee(Detector):
         self.thresholds = {n: float(known[n]["threshold"]) for n in names}
         w = member_weights([float(known[n]["prior"]) for n in names], voter, self.temperature)
         self.weights = dict(zip(names, map(float, w)))
+
+    def predict_given(self, img: ImageData, given: dict[str, Any]) -> Prediction:
+        """:meth:`predict` with the results of the ``external`` members supplied: for each, its
+        :class:`Prediction` or the exception it raised (a ``NotApplicable`` makes it abstain)."""
+        for n, det in self.members.items():
+            if isinstance(det, Given):
+                det.result = given[n]
+        try:
+            return self.predict(img)
+        finally:
+            for det in self.members.values():
+                if isinstance(det, Given):
+                    det.result = None
 
     def memory_needed(self, img: ImageData) -> int:
         # members run one after another; their maps (float32) are kept for the fusion
@@ -104,6 +123,21 @@ class Committee(Detector):
                   "fusion": self.fusion, "priors": {"dataset": self.doc.get("dataset"), "metric": self.doc.get("prior_metric")},
                   "_layers": layers}
         return fused.heatmap, float(fused.heatmap.max()), extras
+
+
+class Given(Detector):
+    """Stands in for a member that ran elsewhere: ``predict`` returns (or raises) its result."""
+
+    def __init__(self, name: str, kind: str = "deep"):
+        self.name, self.kind = name, kind  # type: ignore[misc]  (the instance takes the member's)
+        self.result: Any = None
+
+    def predict(self, image: Any) -> Prediction:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        if self.result is None:
+            raise ImlfError(f"no result was supplied for committee member {self.name}")
+        return self.result
 
 
 def _is_deep(name: str) -> bool:
