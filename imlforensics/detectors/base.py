@@ -44,6 +44,7 @@ class Detector:
     needs: ClassVar[str] = "any image"
     license: ClassVar[str] = "MIT"
     paper: ClassVar[str] = ""
+    cite: ClassVar[str] = ""  # short citation for `imlf models`: first author, venue, year
     summary: ClassVar[str] = ""
 
     def predict(self, image: ImageLike) -> Prediction:
