@@ -106,7 +106,9 @@ def main() -> None:
                 m = re.search(r'id="pageinfo" data-ms="([0-9.]+)"|data-ms="([0-9.]+)"', dom)
                 ms = next((g for g in (m.groups() if m else ()) if g), None)
                 print(f"browser: index script parsed {args.n} rows and drew page 1 in {ms} ms; console messages: {len(console)}")
-        print("limit (issue 17): 1,000 results in under 30 s -> " + ("met" if args.n < 1000 or cold < 30 else "NOT met"))
+        per_1000 = cold * 1000 / args.n
+        print(f"limit (issue 17): 1,000 results in under 30 s; this run: {per_1000:.1f} s per 1,000 -> "
+              + ("met" if per_1000 < 30 else "NOT met"))
 
 
 if __name__ == "__main__":
