@@ -136,3 +136,18 @@ def test_browser(report, tmp_path):
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "index.png").stat().st_size > 10_000 and (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_changed_input_is_not_inspected(report, tmp_path):
+    """A file changed since the run is not described as if it were the analysed one (runs last:
+    it changes one input of the module's run)."""
+    results, _ = report
+    doc = json.loads((results / "coffee.json").read_text())
+    page_of = lambda index: (index.parent / next(r["page"] for r in json.loads(  # noqa: E731
+        re.search(r'id="data">(.*?)</script>', index.read_text(), re.S).group(1)) if r["name"] == "coffee.jpg")).read_text()
+    fresh = render_report(results, tmp_path / "before")
+    assert "What the file says" in page_of(fresh) and "JPEG</dt>" in page_of(fresh)
+    with open(doc["image"], "ab") as f:
+        f.write(b"appended after the run")
+    after = page_of(render_report(results, tmp_path / "after"))
+    assert "has changed since the run" in after and "JPEG</dt>" not in after

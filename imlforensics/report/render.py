@@ -213,6 +213,10 @@ def _drivers(rec: dict[str, Any]) -> list[str]:
             out.append(f"{m['name']}: weight {float(m.get('weight', 0)):.3f}, its own score {float(m.get('score', 0)):.3f}.")
     else:
         out.append(f"Score of {det.get('name', 'the detector')} (version {det.get('version', '?')}).")
+        facts = [f"{k.replace('_', ' ')} {v}" for k, v in details.items()
+                 if isinstance(v, (str, int, float, bool)) and not k.startswith("_")][:8]
+        if facts:
+            out.append("Detector's evidence: " + "; ".join(facts) + ".")
     boxes = rec.get("boxes") or []
     if boxes:
         b = boxes[0]
