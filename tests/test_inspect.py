@@ -255,3 +255,17 @@ def test_c2pa_not_installed(files, monkeypatch):
     monkeypatch.setitem(sys.modules, "c2pa", None)  # import c2pa now raises ImportError
     info = inspect_file(files["camera"])["c2pa"]
     assert info["available"] is False and "not installed" in info["note"]
+
+
+def test_truncated_and_trailing(files, tmp_path):
+    data = files["camera"].read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    info = inspect_file(cut)
+    assert info["jpeg"]["truncated"] and "the JPEG data is cut short or corrupt" in flags(info)
+    assert info["exif"]["make"] == "Canon"  # the headers are still read
+    extra = tmp_path / "extra.jpg"
+    extra.write_bytes(data + b"PK\x03\x04 hidden archive")
+    info = inspect_file(extra)
+    assert info["jpeg"]["trailing_bytes"] == 19 and not info["jpeg"]["truncated"]
+    assert "data after the end of the JPEG" in flags(info)

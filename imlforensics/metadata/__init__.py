@@ -49,7 +49,7 @@ def inspect_file(path: Path | str, c2pa: bool = True) -> dict[str, Any]:
         try:
             im = Image.open(io.BytesIO(data))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ImlfError(f"{path}: not an image Pillow can read ({type(exc).__name__})") from None
+            raise ImlfError(f"{path}: not an image Pillow can read ({str(exc)[:120] or type(exc).__name__})") from None
         info: dict[str, Any] = {
             "file": str(path),
             "sha256": hashlib.sha256(data).hexdigest(),

@@ -57,7 +57,7 @@ def parse_date(text: str | None) -> _dt.datetime | None:
 def read_exif(im: Image.Image) -> dict[str, Any]:
     """The EXIF fields listed above, None where absent; ``present``: whether the file has EXIF."""
     exif = im.getexif()
-    out: dict[str, Any] = {"present": len(exif) > 0}
+    out: dict[str, Any] = {}
     for key, tag in _IFD0.items():
         out[key] = _text(exif.get(tag))
     sub = exif.get_ifd(ExifTags.IFD.Exif) if len(exif) else {}
@@ -68,6 +68,8 @@ def read_exif(im: Image.Image) -> dict[str, Any]:
     o = out["orientation"]
     out["orientation_text"] = ORIENTATIONS.get(o) if isinstance(o, int) else None
     out["tag_count"] = len(exif) + len(sub) + len(gps)
+    # a TIFF's IFD0 always holds its layout tags: EXIF counts as present when a field above is set
+    out["present"] = bool(sub) or bool(gps) or any(out[k] is not None for k in _IFD0)
     return out
 
 

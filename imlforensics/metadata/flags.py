@@ -71,6 +71,8 @@ def make_flags(info: dict[str, Any]) -> list[dict[str, str]]:
         if acts:
             _add(out, "info", "Content Credentials record edits", f"C2PA actions: {', '.join(map(str, acts))} "
                  f"(claim generator {c2.get('claim_generator')!r})")
+    if jpeg and jpeg.get("truncated"):
+        _add(out, "info", "the JPEG data is cut short or corrupt", "no end-of-image marker where the segments end")
     if jpeg and jpeg.get("trailing_bytes", 0) > 0:
         _add(out, "info", "data after the end of the JPEG", f"{jpeg['trailing_bytes']} bytes after EOI")
     if not any(d.get("present") for d in (exif, xmp, iptc, c2)):
