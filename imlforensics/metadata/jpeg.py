@@ -17,21 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..jpegtables import STD_LUMA, estimate_jpeg_quality, quality_scale
+from ..io.jpegtables import STD_CHROMA, STD_LUMA, estimate_jpeg_quality, quality_scale
 
-# ITU-T T.81 Annex K, table K.2 (chrominance), natural order
-STD_CHROMA = np.array(
-    [
-        [17, 18, 24, 47, 99, 99, 99, 99],
-        [18, 21, 26, 66, 99, 99, 99, 99],
-        [24, 26, 56, 99, 99, 99, 99, 99],
-        [47, 66, 99, 99, 99, 99, 99, 99],
-        [99, 99, 99, 99, 99, 99, 99, 99],
-        [99, 99, 99, 99, 99, 99, 99, 99],
-        [99, 99, 99, 99, 99, 99, 99, 99],
-        [99, 99, 99, 99, 99, 99, 99, 99],
-    ]
-)
 _SOF = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
         0xC9: "arithmetic sequential", 0xCA: "arithmetic progressive", 0xCB: "arithmetic lossless"}
 _SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
