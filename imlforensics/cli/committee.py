@@ -84,6 +84,7 @@ def ensemble_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write the fused float map as .npy."),
     device: str = typer.Option("auto", "--device", help="Deep members: auto, cpu, cuda or mps."),
+    report: bool = typer.Option(False, "--report", help="Also write an HTML report of the output folder (OUT/report; implies --save-members)."),
 ) -> None:
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
@@ -101,8 +102,11 @@ def ensemble_command(
         run_batch,
         summary_csv,
     )
+    from ..runs.runinfo import RunLog
     from .common import report_failure
+    from .report import check_report_target, write_run_report
 
+    save_members = save_members or report  # the report shows each member's map
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
             "fusion": fusion, "save_members": save_members, "device": device}
     try:
@@ -111,9 +115,13 @@ def ensemble_command(
         check_writable_dir(out_dir)
     except ImlfError as exc:
         raise fail(escape(str(exc)))
+    if report:
+        check_report_target(out_dir, overwrite or resume)
+    log = RunLog(out_dir, "ensemble", committee, threshold, str(priors) if priors else None)
     files, problems = expand_inputs(inputs, recursive=True)
     for arg, reason in problems:
         report_failure(arg, reason, json_lines)
+        log.add(arg, error=reason)
     skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
                if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if skipped:
@@ -130,6 +138,8 @@ def ensemble_command(
            "max_pixels": DEFAULT_MAX_PIXELS, "protected": [str(f.resolve()) for f in files]}
     ledger = Ledger(out_dir)
     rows = [{"image": k, "status": "done", "record": v.get("summary", {})} for k, v in done.items()]
+    for r in rows:
+        log.add(r["image"], r["record"].get("score"))
     failed = len(problems)
     try:
         with progress(len(todo), json_lines) as advance:
@@ -139,23 +149,28 @@ def ensemble_command(
                 if res["status"] == "done":
                     ledger.add({"image": res["image"], "status": "done", "json": rec["outputs"]["json"],
                                 "summary": {k: rec.get(k) for k in ("score", "tampered_fraction", "seconds")}})
+                    log.add(res["image"], rec.get("score"))
                     if json_lines:
                         sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
                         sys.stdout.flush()
                 else:
                     failed += 1
                     report_failure(res["image"], res["error"], json_lines)
+                    log.add(res["image"], error=res["error"])
                 rows.append(res)
                 advance()
     finally:
         ledger.close()
     try:
         write_atomic(out_dir / "summary.csv", summary_csv(rows, threshold).encode(), True)
+        log.write()
     except ImlfError as exc:
-        err.print(f"imlf: {exc}")
+        err.print(f"imlf: {escape(str(exc))}")
     flagged = sum(1 for r in rows if (r.get("record") or {}).get("score", 0) is not None
                   and (r.get("record") or {}).get("score", 0) >= threshold)
     err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
               f"(score >= {threshold}); summary in {escape(str(out_dir / 'summary.csv'))}")
+    if report and not write_run_report(out_dir):
+        failed += 1
     if failed:
         raise typer.Exit(EXIT_FAILED)

@@ -2,9 +2,9 @@
 
 The report lives in its own folder (default ``<results>/report``): ``index.html`` (every image,
 sorted by score, with thumbnails, filters and paging done by a small inline script over the rows
-embedded in the page, so 10,000 images stay fast), ``run.html`` (detectors and versions, priors,
-counts, time, failures) and ``pages/<n>.html``, one per image (the image, overlay, heatmap, mask,
-agreement and disagreement maps, each member's map with its weight and vote or why it abstained,
+embedded in the page, so 10,000 images stay fast), ``run.html`` (from ``imlf-run.json``: detectors
+and versions, priors, counts, time, failures) and ``pages/<stem>.html``, one per image (the image,
+overlay, heatmap, mask, agreement and disagreement maps, each member's map with its weight and vote or why it abstained,
 what drove the score, what ``imlf inspect`` found in the file, its SHA-256). Styles and scripts
 are inline, images are the run's own files (linked by relative paths) plus small JPEG thumbnails
 in ``thumbs/``: nothing is fetched from the network, so the folder works offline and in an
@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from ..errors import ImlfError, OutputError
-from ..outputs import write_atomic
+from ..io.outputs import write_atomic
+from ..runs.runinfo import RUN_FILE
 
 PAGE_SIZE = 100
 THUMB_SIZE = 192
@@ -70,14 +71,13 @@ def _local(results_dir: Path, written: str) -> Path | None:
 
 
 def load_results(results_dir: Path) -> RunData:
-    """Read the records (``<stem>.json``), ``run.json`` and failures (``run.json`` or ``summary.csv``)."""
+    """Read the records (``<stem>.json``), the run file (``imlf-run.json``) and the failures (from the
+    run file, or ``summary.csv`` for folders written before it existed)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ImlfError(f"{results_dir}: no such folder")
     entries: list[Entry] = []
     for p in sorted(results_dir.glob("*.json")):
-        if p.name == "run.json":
-            continue
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -88,7 +88,8 @@ def load_results(results_dir: Path) -> RunData:
         entries.append(Entry(p.name[: -len(".json")], doc, str(doc.get("image") or p.stem), files=files))
     run: dict[str, Any] = {}
     try:
-        run = json.loads((results_dir / "run.json").read_text(encoding="utf-8"))
+        doc = json.loads((results_dir / RUN_FILE).read_text(encoding="utf-8"))
+        run = doc if isinstance(doc, dict) and "command" in doc else {}
     except (OSError, ValueError):
         pass
     failures = run.get("failures")
