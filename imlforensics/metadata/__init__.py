@@ -19,9 +19,9 @@ MAX_BYTES = 512 * 1024 * 1024
 def inspect_file(path: Path | str, c2pa: bool = True) -> dict[str, Any]:
     """Metadata, JPEG structure, thumbnail, C2PA manifest and flags of one image file.
 
-    Raises :class:`imlforensics.errors.ImlfError` with a one-line reason when the file cannot be
-    read or is not an image. Nothing is decoded beyond the headers except the thumbnail check,
-    which decodes the main JPEG at a reduced scale.
+    Raises :class:`imlforensics.errors.ImlfError` with a one-line reason (the path not included)
+    when the file cannot be read or is not an image. Nothing is decoded beyond the headers except
+    for the thumbnail check, which decodes the main JPEG at a reduced scale.
     """
     import warnings
 
@@ -36,20 +36,20 @@ def inspect_file(path: Path | str, c2pa: bool = True) -> dict[str, Any]:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_BYTES:
-            raise ImlfError(f"{path}: larger than {MAX_BYTES >> 20} MiB")
+            raise ImlfError(f"larger than {MAX_BYTES >> 20} MiB")
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImlfError(f"{path}: no such file") from None
+        raise ImlfError("no such file") from None
     except IsADirectoryError:
-        raise ImlfError(f"{path}: is a folder") from None
+        raise ImlfError("is a folder") from None
     except OSError as exc:
-        raise ImlfError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ImlfError(f"cannot read ({exc.strerror or exc})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DecompressionBombWarning and friends: only headers are read
         try:
             im = Image.open(io.BytesIO(data))
         except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ImlfError(f"{path}: not an image Pillow can read ({str(exc)[:120] or type(exc).__name__})") from None
+            raise ImlfError(f"not an image Pillow can read ({str(exc)[:120] or type(exc).__name__})") from None
         info: dict[str, Any] = {
             "file": str(path),
             "sha256": hashlib.sha256(data).hexdigest(),

@@ -25,6 +25,13 @@ def names_editor(text: Any) -> str | None:
     return next((e for e in EDITORS if e in low), None)
 
 
+def _span(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _add(out: list[dict[str, str]], level: str, flag: str, evidence: str) -> None:
     out.append({"level": level, "flag": flag, "evidence": evidence})
 
@@ -39,9 +46,14 @@ def make_flags(info: dict[str, Any]) -> list[dict[str, str]]:
             _add(out, "warning", "software field names an editor", f"{field} = {value!r}")
     dates = info.get("dates") or {}
     if dates.get("consistent") is False:
-        gaps = ", ".join(f"{k.replace('-', ' vs ')}: {v:+.0f} s" for k, v in dates["differences_s"].items() if abs(v) > 2)
-        _add(out, "warning", "dates disagree", f"DateTime {exif.get('datetime')!r}, DateTimeOriginal "
-             f"{exif.get('datetime_original')!r}, DateTimeDigitized {exif.get('datetime_digitized')!r} ({gaps})")
+        names = {"datetime": "DateTime", "datetime_original": "DateTimeOriginal", "datetime_digitized": "DateTimeDigitized"}
+        gaps = []
+        for pair, secs in dates["differences_s"].items():
+            if abs(secs) > 2:
+                a, b = pair.split("-")
+                gaps.append(f"{names[a]} is {_span(abs(secs))} {'after' if secs > 0 else 'before'} {names[b]}")
+        _add(out, "warning", "dates disagree", f"{'; '.join(gaps)} (DateTime {exif.get('datetime')!r}, "
+             f"DateTimeOriginal {exif.get('datetime_original')!r}, DateTimeDigitized {exif.get('datetime_digitized')!r})")
     px, py = exif.get("pixel_x"), exif.get("pixel_y")
     size = (info.get("width"), info.get("height"))
     if isinstance(px, int) and isinstance(py, int) and px > 0 and py > 0 and (px, py) != size and (py, px) != size:

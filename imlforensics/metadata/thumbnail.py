@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-MEAN_LIMIT = 12.0  # mean absolute gray difference (0..255) above which the thumbnail differs
-CELL_LIMIT = 30.0  # the same in the worst of 4x4 cells: a local change
+MEAN_LIMIT = 10.0  # mean absolute gray difference (0..255) above which the thumbnail differs
+CELL_LIMIT = 20.0  # the same in the worst of 4x4 cells: a local change (a matching one: ~1-5)
 GRID = 4
 
 
