@@ -35,7 +35,7 @@ def make_results(base: Path, n: int) -> Path:
     seed = base / "seed"
     subprocess.run([sys.executable, "-m", "imlforensics", "ensemble", str(ROOT / "examples" / "Tp"), str(ROOT / "examples" / "Au"),
                     "--out", str(seed), "--models", "ela,noise,dq", "--save-members"], check=True, capture_output=True)
-    templates = [json.loads(p.read_text()) for p in sorted(seed.glob("*.json")) if p.name != "imlf-run.json"]
+    templates = [json.loads(p.read_text()) for p in sorted(seed.glob("*.json"))]
     inputs, results = base / "inputs", base / "results"
     inputs.mkdir()
     results.mkdir()

@@ -80,7 +80,8 @@ def test_ensemble_report_and_run_file(tmp_path):
     out = tmp_path / "out"
     r = invoke("ensemble", str(inputs), "--out", str(out), "--models", "ela,dq", "--report")
     assert r.exit_code == 1  # broken.jpg failed
-    run = json.loads((out / "imlf-run.json").read_text())
+    assert sorted(p.stem for p in out.glob("*.json")) == ["recompressed", "splice"]  # only the records
+    (run,) = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     assert run["command"] == "ensemble" and run["counts"] == {"images": 3, "done": 2, "failed": 1, "flagged": run["counts"]["flagged"]}
     assert run["failures"][0]["image"].endswith("broken.jpg") and run["failures"][0]["error"]
     assert set(run["members"]) == {"ela", "dq"} and all(m["version"] for m in run["members"].values())
@@ -88,17 +89,22 @@ def test_ensemble_report_and_run_file(tmp_path):
     page = (out / "report" / "pages" / "splice.html").read_text()
     assert "splice.member-dq.png" in page
     assert "broken.jpg" in (out / "report" / "run.html").read_text()
-    # a second run into the same folder does not replace the report without --overwrite
+    # a second run into the same folder does not replace the report without --overwrite; --resume
+    # does, and adds a line to runs.jsonl
     r = invoke("ensemble", str(inputs), "--out", str(out), "--models", "ela,dq", "--report")
     assert r.exit_code == 2 and "--overwrite" in r.output
+    r = invoke("ensemble", str(inputs), "--out", str(out), "--models", "ela,dq", "--report", "--resume")
+    assert r.exit_code == 1 and len((out / "runs.jsonl").read_text().splitlines()) == 2
+    assert "broken.jpg" in (out / "report" / "run.html").read_text()
 
 
 def test_detect_report_and_report_command(tmp_path):
     out = tmp_path / "out"
     r = invoke("detect", str(EXAMPLES / "Tp" / "splice.jpg"), "--out", str(out), "--report")
     assert r.exit_code == 0, r.output
-    assert (out / "report" / "index.html").is_file() and (out / "imlf-run.json").is_file()
-    assert json.loads((out / "imlf-run.json").read_text())["detector"]["name"] == "dq"
+    assert (out / "report" / "index.html").is_file()
+    (run,) = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert run["command"] == "detect" and run["detector"]["name"] == "dq" and run["counts"]["done"] == 1
     r = invoke("report", str(out))
     assert r.exit_code == 2 and "--overwrite" in r.output
     r = invoke("report", str(out), "--out", str(tmp_path / "rep2"))

@@ -2,7 +2,7 @@
 
 The report lives in its own folder (default ``<results>/report``): ``index.html`` (every image,
 sorted by score, with thumbnails, filters and paging done by a small inline script over the rows
-embedded in the page, so 10,000 images stay fast), ``run.html`` (from ``imlf-run.json``: detectors
+embedded in the page, so 10,000 images stay fast), ``run.html`` (from ``runs.jsonl``: detectors
 and versions, priors, counts, time, failures) and ``pages/<stem>.html``, one per image (the image,
 overlay, heatmap, mask, agreement and disagreement maps, each member's map with its weight and vote or why it abstained,
 what drove the score, what ``imlf inspect`` found in the file, its SHA-256). Styles and scripts
@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from ..errors import ImlfError, OutputError
 from ..io.outputs import write_atomic
-from ..runs.runinfo import RUN_FILE
+from ..runs.runinfo import read_runs
 
 PAGE_SIZE = 100
 THUMB_SIZE = 192
@@ -71,8 +71,8 @@ def _local(results_dir: Path, written: str) -> Path | None:
 
 
 def load_results(results_dir: Path) -> RunData:
-    """Read the records (``<stem>.json``), the run file (``imlf-run.json``) and the failures (from the
-    run file, or ``summary.csv`` for folders written before it existed)."""
+    """Read the records (``<stem>.json``), the runs (``runs.jsonl``, the latest described) and the
+    failures (from every run, or ``summary.csv`` for folders written before ``runs.jsonl``)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ImlfError(f"{results_dir}: no such folder")
@@ -86,19 +86,18 @@ def load_results(results_dir: Path) -> RunData:
             continue
         files = {k: f for k, v in (doc.get("outputs") or {}).items() if isinstance(v, str) and (f := _local(results_dir, v))}
         entries.append(Entry(p.name[: -len(".json")], doc, str(doc.get("image") or p.stem), files=files))
-    run: dict[str, Any] = {}
-    try:
-        doc = json.loads((results_dir / RUN_FILE).read_text(encoding="utf-8"))
-        run = doc if isinstance(doc, dict) and "command" in doc else {}
-    except (OSError, ValueError):
-        pass
-    failures = run.get("failures")
-    if failures is None:
+    runs = read_runs(results_dir)
+    run: dict[str, Any] = dict(runs[-1]) if runs else {}
+    if runs:
+        run["runs"] = len(runs)
+        failures = [f for r in runs for f in r.get("failures", []) if isinstance(f, dict)]
+    else:
         failures = _failures_from_summary(results_dir / "summary.csv")
     done = {e.image for e in entries}
-    for k, f in enumerate(failures):
-        if f.get("image") not in done:
-            entries.append(Entry(f"failed-{k}", None, str(f.get("image")), error=str(f.get("error") or "failed")))
+    latest = {str(f.get("image")): str(f.get("error") or "failed") for f in failures}  # the last reason wins
+    for k, (image, error) in enumerate(latest.items()):
+        if image not in done:
+            entries.append(Entry(f"failed-{k}", None, image, error=error))
     if not entries:
         raise ImlfError(f"{results_dir}: no results of `imlf detect` or `imlf ensemble` (no <stem>.json records)")
     return RunData(results_dir, entries, run)

@@ -1,25 +1,26 @@
-"""``imlf-run.json``: what a run of ``imlf detect`` or ``imlf ensemble`` was, written beside its outputs.
+"""``runs.jsonl``: what each run of ``imlf detect`` or ``imlf ensemble`` was, beside its outputs.
 
-It names the command, the detector (and a committee's members, their versions and weights, the
-priors file), the threshold, when the run started and finished, the counts and every failure with
-its reason. ``imlf report`` reads it for the run page; folders from before it existed still work
-(the report then takes the failures from ``summary.csv``). It describes the latest invocation
-that wrote into the folder and is replaced by the next one.
+Each run appends one line (JSON Lines, flushed to disk): the command, the detector (and a
+committee's members, their versions and weights, the priors file), the threshold, when the run
+started and finished, the counts and every failure with its reason. ``imlf report`` reads it for
+the run page; folders from before it existed still work (the report then takes the failures from
+``summary.csv``). The name ends in ``.jsonl`` so that ``<out>/*.json`` is still exactly the
+images' records.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
 from ..errors import OutputError
-from ..io.outputs import json_bytes, write_atomic
 
-RUN_FILE = "imlf-run.json"
+RUN_FILE = "runs.jsonl"
 
 
 def _iso(t: float) -> str:
@@ -40,16 +41,8 @@ def detector_info(detector: Any, priors: str | None = None) -> dict[str, Any]:
     return info
 
 
-def is_record_file(path: Path) -> bool:
-    """Whether ``path`` holds an image's record (an input named ``imlf-run.*`` would make one)."""
-    try:
-        return "sha256" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 class RunLog:
-    """Collects a run's outcome and writes ``imlf-run.json`` (atomically) at the end."""
+    """Collects a run's outcome and appends its line to ``runs.jsonl`` at the end."""
 
     def __init__(self, out_dir: Path, command: str, detector: Any, threshold: float, priors: str | None = None):
         self.out_dir, self.started, self.t0 = out_dir, time.time(), time.perf_counter()
@@ -67,12 +60,33 @@ class RunLog:
 
     def write(self) -> Path:
         path = self.out_dir / RUN_FILE
-        if is_record_file(path):
-            raise OutputError(f"{path} is the record of an image named imlf-run: the run's file is not written")
         doc = {**self.doc, "started": _iso(self.started), "finished": _iso(time.time()),
                "wall_seconds": round(time.perf_counter() - self.t0, 3),
                "counts": {"images": self.done + len(self.failures), "done": self.done, "failed": len(self.failures),
                           "flagged": self.flagged},
                "failures": self.failures}
-        write_atomic(path, json_bytes(doc), overwrite=True)
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         return path
+
+
+def read_runs(out_dir: Path) -> list[dict[str, Any]]:
+    """The complete lines of ``runs.jsonl``, oldest first (a line cut by a crash is left out)."""
+    runs = []
+    try:
+        lines = (Path(out_dir) / RUN_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return runs
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "command" in doc:
+            runs.append(doc)
+    return runs
