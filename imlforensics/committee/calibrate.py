@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -32,6 +33,7 @@ from .fusion import fit_isotonic
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
+MIN_TAMPERED = 2  # tampered images a member must analyse to be calibrated
 
 
 def _unit_hash(path: str | Path, salt: str) -> float:
@@ -96,11 +98,11 @@ def calibrate(samples: list[Sample], members: dict[str, Callable[[Path], np.ndar
             a = acc[name]
             try:
                 heat = np.asarray(run(s.image), np.float32)
-            except (NotApplicable, ImlfError):
+                if gt_cache is None or gt_cache.shape != heat.shape:
+                    gt_cache = np.zeros(heat.shape, bool) if s.mask is None else read_mask(s.mask, heat.shape)
+            except (NotApplicable, ImlfError, MemoryError):
                 a.failed += 1
                 continue
-            if gt_cache is None or gt_cache.shape != heat.shape:
-                gt_cache = np.zeros(heat.shape, bool) if s.mask is None else read_mask(s.mask, heat.shape)
             gt = gt_cache
             if s.mask is not None and gt.any():
                 a.n_tampered += 1
@@ -115,10 +117,13 @@ def calibrate(samples: list[Sample], members: dict[str, Callable[[Path], np.ndar
             progress()
     out: dict[str, Any] = {}
     for name, a in acc.items():
-        if a.n_tampered == 0:
-            raise ImlfError(f"{name} analysed no tampered image of the dataset: cannot measure it")
+        if a.n_tampered < MIN_TAMPERED:
+            raise ImlfError(f"{name} analysed {a.n_tampered} tampered image(s) of the dataset: calibrating a "
+                            f"member needs at least {MIN_TAMPERED}")
         f1 = a.f1_sums / a.n_tampered
         k = int(np.argmax(f1))
+        if not a.fit_x:  # every image fell in the held-out share: fit on them, nothing left to check with
+            a.fit_x, a.fit_y, a.hold_x, a.hold_y = a.hold_x, a.hold_y, [], []
         fx, fy = np.concatenate(a.fit_x), np.concatenate(a.fit_y)
         cal = fit_isotonic(fx, fy)
         check: dict[str, Any] = {}
@@ -154,7 +159,44 @@ def read_priors(path: str | Path) -> dict[str, Any]:
         raise ImlfError(f"{path}: not a JSON priors file") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("members"), dict):
         raise ImlfError(f"{path}: not a priors file written by `imlf calibrate`")
+    if not doc["members"]:
+        raise ImlfError(f"{path}: the priors file lists no member")
+    for name, member in doc["members"].items():
+        problem = _member_problem(member)
+        if problem:
+            raise ImlfError(f"{path}: member {name}: {problem}")
     return doc
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _member_problem(m: Any) -> str | None:
+    """What makes a member's entry unusable, or None: every number the committee reads is checked,
+    so a damaged or hand-edited file is refused when it is read, not image by image."""
+    if not isinstance(m, dict):
+        return "not an object"
+    if not _finite(m.get("prior")):
+        return f"prior {m.get('prior')!r} is not a finite number"
+    if not (_finite(m.get("threshold")) and 0 <= m["threshold"] <= 1):
+        return f"threshold {m.get('threshold')!r} is not a number in [0, 1]"
+    cal = m.get("calibration")
+    if not isinstance(cal, dict):
+        return "no calibration curve"
+    knots, probs = cal.get("knots"), cal.get("probs")
+    if not (isinstance(knots, list) and isinstance(probs, list)) or len(knots) < 2 or len(knots) != len(probs):
+        return "the calibration curve needs lists of knots and probabilities of one length (at least 2)"
+    if not all(_finite(k) for k in knots) or not all(_finite(p) and 0 <= p <= 1 for p in probs):
+        return "the calibration curve has a value that is not a finite number (probabilities in [0, 1])"
+    if any(b < a for a, b in zip(knots, knots[1:])):
+        return "the calibration curve's knots are not in increasing order"
+    if any(b < a for a, b in zip(probs, probs[1:])):
+        return "the calibration curve is not monotone (a higher map value must not mean a lower probability)"
+    base = cal.get("base", (m.get("heldout") or {}).get("positive_share") if isinstance(m.get("heldout"), dict) else None)
+    if base is not None and not (_finite(base) and 0 < base < 1):
+        return f"base rate {base!r} is not a number strictly between 0 and 1"
+    return None
 
 
 def iter_names(items: Iterable[str]) -> list[str]:

@@ -45,7 +45,7 @@ class Committee(Detector):
         from .calibrate import read_priors
         from .fusion import FUSIONS, VOTERS
 
-        if voter not in VOTERS or fusion not in FUSIONS or float(temperature) <= 0:
+        if voter not in VOTERS or fusion not in FUSIONS or not float(temperature) > 0 or float(temperature) == float("inf"):
             raise ValueError(f"voter must be {'/'.join(VOTERS)}, fusion {'/'.join(FUSIONS)}, temperature > 0")
         self.doc = read_priors(priors or DEFAULT_PRIORS)
         known = self.doc["members"]
@@ -72,6 +72,11 @@ class Committee(Detector):
         self.thresholds = {n: float(known[n]["threshold"]) for n in names}
         w = member_weights([float(known[n]["prior"]) for n in names], voter, self.temperature)
         self.weights = dict(zip(names, map(float, w)))
+
+    def memory_needed(self, img: ImageData) -> int:
+        # members run one after another; their maps (float32) are kept for the fusion
+        peak = max((m.memory_needed(img) for m in self.members.values()), default=0)
+        return peak + img.width * img.height * (4 * len(self.members) + 24)
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         raw, rows, notes = {}, [], []
