@@ -117,12 +117,12 @@ def ensemble_command(
         share = parse_shard(shard)
         committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
+        if report:  # before the lock is taken
+            check_report_target(out_dir, overwrite or resume)
         lock = OutputLock(out_dir, share, "imlf ensemble")
         done = read_ledger(out_dir) if resume else {}
     except ImlfError as exc:
         raise fail(str(exc))
-    if report:
-        check_report_target(out_dir, overwrite or resume)
     log = RunLog(out_dir, "ensemble", committee, threshold, str(priors) if priors else None)
     with lock:
         files, problems = expand_inputs(inputs, recursive=True)
