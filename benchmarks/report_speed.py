@@ -88,7 +88,8 @@ def main() -> None:
             render_report(results, overwrite=True, jobs=args.jobs)
             warm.append(time.perf_counter() - t)
         size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
-        print(f"synthetic run of {args.n} results made in {setup:.1f} s")
+        print(f"synthetic run of {args.n} results made in {setup:.1f} s; {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} (a shared machine: other jobs slow every number below)")
         print(f"| results | cold render (s) | warm render, median of {args.repeat} (s) | cold ms/image | index.html (KB) | report folder (MB) |")
         print("|---:|---:|---:|---:|---:|---:|")
         print(f"| {args.n} | {cold:.2f} | {statistics.median(warm):.2f} | {1000 * cold / args.n:.1f} | "

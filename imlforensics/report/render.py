@@ -248,7 +248,11 @@ def _row(k: int, e: Entry, threshold: float) -> dict[str, Any]:
     return {"i": k, "name": Path(e.image).name, "score": score, "flagged": score is not None and score >= th,
             "failed": e.record is None, "error": e.error, "abstained": abstained, "warnings": warnings,
             "detector": rec.get("detector", {}).get("name"), "area": rec.get("tampered_fraction"),
-            "page": "pages/" + _page_name(e), "thumb": f"thumbs/{_page_name(e)[:-5]}.jpg" if "overlay" in e.files else None}
+            "page": "pages/" + _page_name(e), "thumb": _thumb_name(e) if "overlay" in e.files else None}
+
+
+def _thumb_name(e: Entry) -> str:
+    return f"thumbs/{_page_name(e)[:-5]}.jpg"
 
 
 def _script_json(obj: Any) -> str:
@@ -298,26 +302,43 @@ def render_report(results_dir: Path, out_dir: Path | None = None, overwrite: boo
     index = out / "index.html"
     if index.exists() and not overwrite:
         raise OutputError(f"{index} exists (use --overwrite to replace the report)")
-    pages, thumbs = out / "pages", out / "thumbs"
     try:
-        for d in (out, pages, thumbs):
+        for d in (out, out / "pages", out / "thumbs"):
             d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from None
     entries = sorted(data.entries, key=lambda e: (e.score is None, -(e.score or 0.0), e.image))
-    if inspect:
-        _inspect_all(entries, out / INSPECT_CACHE, jobs)
-    threshold = float(data.run.get("threshold") or 0.5)
-    rows = [_row(k, e, threshold) for k, e in enumerate(entries)]
-    with ThreadPoolExecutor(max(1, jobs)) as pool:  # Pillow decodes without the GIL
-        made = list(pool.map(lambda a: _thumb(*a), [(e.files["overlay"], out / r["thumb"]) for e, r in zip(entries, rows) if r["thumb"]]))
-    if not all(made):
+    # thumbnails are made in threads (OpenCV decodes without the GIL) while this thread inspects
+    # the files and renders the pages, so both cores stay busy
+    pool = ThreadPoolExecutor(max(1, jobs))
+    made = {e.key: pool.submit(_thumb, e.files["overlay"], out / _thumb_name(e))
+            for e in entries if "overlay" in e.files}
+    try:
+        if inspect:
+            _inspect_all(entries, out / INSPECT_CACHE, jobs)
+        threshold = float(data.run.get("threshold") or 0.5)
+        rows = [_row(k, e, threshold) for k, e in enumerate(entries)]
+        _write_pages(entries, rows, data.results_dir, out, progress)
         for e, r in zip(entries, rows):
-            if r["thumb"] and not (out / r["thumb"]).is_file():
+            if r["thumb"] and not made[e.key].result():
                 r["thumb"] = None
+    finally:
+        pool.shutdown(cancel_futures=True)
+    env = _env()
+    run_view = _run_view(data, entries, None)
+    write_atomic(index, env.get_template("index.html").render(
+        rows=rows[:PAGE_SIZE], rows_json=_script_json(rows), page_size=PAGE_SIZE, **run_view).encode(), overwrite=True)
+    run_view["render_seconds"] = time.perf_counter() - start
+    write_atomic(out / "run.html", env.get_template("run.html").render(**run_view).encode(), overwrite=True)
+    return index
+
+
+def _write_pages(entries: list[Entry], rows: list[dict[str, Any]], results_dir: Path, out: Path,
+                 progress: Callable[[int, int], None] | None) -> None:
+    pages = out / "pages"
     env = _env()
     page_t = env.get_template("image.html")
-    to_results = _rel(data.results_dir, pages) + "/"
+    to_results = _rel(results_dir, pages) + "/"
     for k, (e, r) in enumerate(zip(entries, rows)):
         image_path = Path(e.image)
         view = {
@@ -333,10 +354,3 @@ def render_report(results_dir: Path, out_dir: Path | None = None, overwrite: boo
         write_atomic(out / r["page"], page_t.render(**view).encode(), overwrite=True)
         if progress:
             progress(k + 1, len(rows))
-    run_view = _run_view(data, entries, None)
-    first = rows[:PAGE_SIZE]
-    write_atomic(index, env.get_template("index.html").render(
-        rows=first, rows_json=_script_json(rows), page_size=PAGE_SIZE, **run_view).encode(), overwrite=True)
-    run_view["render_seconds"] = time.perf_counter() - start
-    write_atomic(out / "run.html", env.get_template("run.html").render(**run_view).encode(), overwrite=True)
-    return index
