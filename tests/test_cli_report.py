@@ -8,7 +8,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 

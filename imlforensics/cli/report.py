@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import EXIT_FAILED, err, escape, fail
+from .common import err, escape, fail
 
 
 def report_command(
