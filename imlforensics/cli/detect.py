@@ -100,10 +100,11 @@ def detect_command(
             advance()
     if not json_lines and records:
         _detect_table(records, threshold, out_dir)
-    try:
-        log.write()
-    except ImlfError as exc:
-        err.print(f"imlf: {escape(str(exc))}")
+    if records or report:  # a run that wrote nothing into the folder leaves nothing there
+        try:
+            log.write()
+        except ImlfError as exc:
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
     if report and not write_run_report(out_dir):
         failed += 1
     if failed:

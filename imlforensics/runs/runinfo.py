@@ -65,12 +65,22 @@ class RunLog:
                "counts": {"images": self.done + len(self.failures), "done": self.done, "failed": len(self.failures),
                           "flagged": self.flagged},
                "failures": self.failures}
+        line = (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+        existed = path.exists()
+        size = path.stat().st_size if existed else 0
         try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            with open(path, "ab") as f:
+                f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
+        except OSError as exc:  # a full disk: take the partial line back, leave no new file
+            try:
+                if existed:
+                    os.truncate(path, size)
+                else:
+                    path.unlink()
+            except OSError:
+                pass
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         return path
 
