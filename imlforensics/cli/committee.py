@@ -101,6 +101,7 @@ def ensemble_command(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
     gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
+    report: bool = typer.Option(False, "--report", help="Also write an HTML report of the output folder (OUT/report; implies --save-members)."),
 ) -> None:
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
@@ -123,7 +124,11 @@ def ensemble_command(
     )
     from ..runs.ray import run_committee
     from .common import report_failure, start_engine
+    from ..runs.runinfo import RunLog
+    from .common import report_failure
+    from .report import check_report_target, write_run_report
 
+    save_members = save_members or report  # the report shows each member's map
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
             "fusion": fusion, "save_members": save_members, "device": device}
     try:
@@ -133,15 +138,19 @@ def ensemble_command(
         inputs = list(inputs or []) + (read_input_list(input_list) if input_list else [])
         if not inputs:
             raise ImlfError("give folders, files or --input-list FILE")
+        if report:  # before the lock is taken
+            check_report_target(out_dir, overwrite or resume)
         lock = OutputLock(out_dir, share, "imlf ensemble")
         done = read_ledger(out_dir) if resume else {}
     except ImlfError as exc:
         raise fail(str(exc))
+    log = RunLog(out_dir, "ensemble", committee, threshold, str(priors) if priors else None)
     with lock:
         cluster = start_engine(engine, address, actors, gpus_per_actor)
         files, problems = expand_inputs(inputs, recursive=True)
         for arg, reason in problems:
             report_failure(arg, reason, json_lines)
+            log.add(arg, error=reason)
         skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
                    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if skipped:
@@ -152,6 +161,9 @@ def ensemble_command(
         if resume:  # files a killed run was writing when it died
             remove_stale_temporaries(out_dir, stems.values())
         todo = [f for f in files if ledger_key(f) not in done]
+        for f in files:
+            if ledger_key(f) in done:  # resumed: done by an earlier run
+                log.add(str(f), (done[ledger_key(f)].get("summary") or {}).get("score"))
         if resume:
             err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
         job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite or resume, "save_raw": save_raw,
@@ -172,6 +184,7 @@ def ensemble_command(
                     rec = res.get("record")
                     if res["status"] == "done":
                         ledger.done(res["image"], rec)
+                        log.add(res["image"], rec.get("score"))
                         if json_lines:
                             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
                             sys.stdout.flush()
@@ -179,6 +192,7 @@ def ensemble_command(
                         failed += 1
                         report_failure(res["image"], res["error"], json_lines)
                         ledger.failed(res["image"], res["error"])
+                        log.add(res["image"], error=res["error"])
                     advance()
         except ImlfError as exc:  # the ledger cannot be written (disk full, ...): stop, nothing more is safe
             stopped = str(exc)
@@ -199,6 +213,12 @@ def ensemble_command(
             where = "no summary written"
         err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
                   f"(score >= {threshold}); {where}")
+        try:
+            log.write()
+        except ImlfError as exc:
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
+        if report and not write_run_report(out_dir):
+            failed += 1
     if failed:
         raise typer.Exit(EXIT_FAILED)
 

@@ -55,6 +55,7 @@ def detect_command(
     address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
     actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
     gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
+    report: bool = typer.Option(False, "--report", help="Also write an HTML report of the output folder (OUT/report, see `imlf report`)."),
 ) -> None:
     """Localize tampering in images: heatmap, mask, overlay and a JSON report per image."""
     from ..detectors.registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, load_detector
@@ -62,6 +63,8 @@ def detect_command(
     from ..io.outputs import check_writable_dir
     from ..runs.detect import detect_stream
     from ..runs.ray import detect_outcomes
+    from ..runs.runinfo import RunLog
+    from .report import check_report_target, write_run_report
 
     limit = parse_count(max_pixels)
     try:
@@ -76,9 +79,13 @@ def detect_command(
     except ImlfError as exc:
         raise fail(str(exc))
     cluster = start_engine(engine, address, actors, gpus_per_actor)
+    if report:
+        check_report_target(out_dir, overwrite)
+    log = RunLog(out_dir, "detect", detector, threshold)
     files, problems = expand_inputs(images, recursive)
     for arg, reason in problems:
         report_failure(arg, reason, json_lines)
+        log.add(arg, error=reason)
     stems = output_stems(files)
     protected = frozenset(safe_resolve(p) for p in files)
     records, failed = [], len(problems)
@@ -93,24 +100,34 @@ def detect_command(
         for path, rec, exc in results:
             if exc is None:
                 records.append(rec)
+                log.add(str(path), rec["score"])
                 if json_lines:
                     sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     sys.stdout.flush()
-            elif isinstance(exc, ImlfError):
-                failed += 1
-                report_failure(str(path), str(exc), json_lines)
+                advance()
+                continue
+            if isinstance(exc, ImlfError):
+                reason = str(exc)
             elif isinstance(exc, MemoryError):
-                failed += 1
-                report_failure(str(path), "out of memory (try a smaller --max-pixels or another detector)", json_lines)
+                reason = "out of memory (try a smaller --max-pixels or another detector)"
             else:  # a bug: say so in one line; IMLF_DEBUG=1 shows the traceback
                 if os.environ.get("IMLF_DEBUG"):
                     raise exc
-                failed += 1
-                report_failure(str(path), f"internal error in {detector.name}: {type(exc).__name__}: {exc} "
-                                "(please report; IMLF_DEBUG=1 shows details)", json_lines)
+                reason = (f"internal error in {detector.name}: {type(exc).__name__}: {exc} "
+                          "(please report; IMLF_DEBUG=1 shows details)")
+            failed += 1
+            report_failure(str(path), reason, json_lines)
+            log.add(str(path), error=reason)
             advance()
     if not json_lines and records:
         _detect_table(records, threshold, out_dir)
+    if records or report:  # a run that wrote nothing into the folder leaves nothing there
+        try:
+            log.write()
+        except ImlfError as exc:
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
+    if report and not write_run_report(out_dir):
+        failed += 1
     if failed:
         raise typer.Exit(EXIT_FAILED)
     if fail_above is not None and any(r["score"] > fail_above for r in records):
@@ -130,24 +147,56 @@ def _detect_table(records: list[dict], threshold: float, out_dir: Path) -> None:
     err.print(f"outputs in {escape(str(out_dir))}/")
 
 
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List every detector: kind, input it needs, weights, license and paper."""
-    from ..detectors.registry import DEFAULT_DETECTOR, list_detectors
+def models_command(
+    name: Optional[str] = typer.Argument(None, help="One detector: everything about it, with the full reference."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (with the full references) instead of a table."),
+) -> None:
+    """List every detector: kind, input it needs, weights, license and a short citation."""
+    from ..detectors.registry import DEFAULT_DETECTOR, canonical_name, detector_class, list_detectors
 
+    try:
+        classes = [detector_class(canonical_name(name))] if name else list_detectors()
+    except ImlfError as exc:
+        raise fail(escape(str(exc)))
     rows = [
-        {"name": c.name, "kind": c.kind, "input": c.needs, "weights": c.weights_status(),
-         "license": c.license, "paper": c.paper, "summary": c.summary, "default": c.name == DEFAULT_DETECTOR}
-        for c in list_detectors()
+        {"name": c.name, "kind": c.kind, "input": c.needs, "weights": c.weights_status(), "license": c.license,
+         "cite": c.cite, "paper": c.paper, "summary": c.summary, "default": c.name == DEFAULT_DETECTOR}
+        for c in classes
     ]
     if json_out:
-        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        sys.stdout.write(json.dumps(rows[0] if name else rows, indent=1) + "\n")
         return
-    table = Table(title="imlf detectors", title_justify="left")
+    if name:
+        _model_card(rows[0], classes[0])
+        return
+    from rich import box
+
+    # fits 80 columns: no vertical rules, the short citation (the full one: --json or `imlf models NAME`)
+    table = Table(title="imlf detectors (imlf models NAME: details)", title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 0))
     for col in ("name", "kind", "input", "weights", "license", "paper"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=col != "paper", overflow="fold")
     for r in rows:
-        table.add_row(r["name"] + (" (default)" if r["default"] else ""), r["kind"], r["input"], r["weights"],
-                      r["license"], r["paper"])
+        weights = "cached" if r["weights"].startswith("cached") else r["weights"]
+        needs = {"any image": "any", "JPEG only": "JPEG"}.get(r["input"], r["input"])
+        table.add_row(r["name"] + ("*" if r["default"] else ""), r["kind"], needs, weights,
+                      r["license"].split(" (")[0], r["cite"])
+    out.print(table)
+    out.print(f"* default detector ({DEFAULT_DETECTOR}; {DEFAULT_FALLBACK_NOTE})")
+
+
+DEFAULT_FALLBACK_NOTE = "ela for files it does not apply to"
+
+
+def _model_card(r: dict, cls: type) -> None:
+    table = Table(title=r["name"] + (" (default)" if r["default"] else ""), title_justify="left", show_header=False)
+    table.add_column("field", style="dim", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key in ("kind", "input", "weights", "license", "summary", "paper"):
+        table.add_row(key, escape(str(r[key])))
+    doc = (cls.__doc__ or "").strip()
+    if doc:
+        table.add_row("options", escape(" ".join(doc.split())))
     out.print(table)
 
 

@@ -37,7 +37,9 @@ class Committee(Detector):
     name = "committee"
     kind = "committee"
     version = "1"
-    paper = "CV-DD committee voting, arXiv 2501.07575"
+    paper = ("Jiacheng Cui, Zhaoyi Li, Xiaochen Ma, Xinyue Bi, Yaxin Luo, Zhiqiang Shen, Dataset Distillation via "
+             "Committee Voting (CV-DD), arXiv 2025 (arXiv:2501.07575)")
+    cite = "Cui, arXiv 2025"
     summary = "calibrated members vote with weights softmax(prior / T); fused heatmap plus agreement map"
 
     def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None, voter: str = "prior",
