@@ -125,7 +125,6 @@ def ensemble_command(
     from ..runs.ray import run_committee
     from .common import report_failure, start_engine
     from ..runs.runinfo import RunLog
-    from .common import report_failure
     from .report import check_report_target, write_run_report
 
     save_members = save_members or report  # the report shows each member's map
