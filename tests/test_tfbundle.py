@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from imlforensics.errors import ImlfError
-from imlforensics.weights.tfbundle import CheckpointError, crc32c, masked_crc32c, read_checkpoint, read_index
+from imlforensics.weights.tfbundle import (
+    CheckpointError,
+    crc32c,
+    masked_crc32c,
+    read_checkpoint,
+    read_index,
+)
 
 
 @pytest.fixture(scope="module")

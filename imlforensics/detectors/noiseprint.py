@@ -20,12 +20,13 @@ What runs, as in the official code:
    about 4.7 times weaker than Noiseprint's, so it is multiplied by ``NPP_GAIN`` before this step
    (otherwise the official flatness test rejects every window).
 
-Heatmap (our choice, stated): the EM's own posterior of the *smaller* population: the outlier
-class when it holds under half of the windows, else the Gaussian (forgeries are usually the
-minority of an image; the official display shows the map inverted, and the official evaluation
-picks the polarity per image against the ground truth, which a detector cannot do). Windows the
-fit left out get the map's lowest value. The map is monotone in the official Mahalanobis map (or
-its reverse), so rank measures on the official grid are unchanged.
+Heatmap (our choice, stated): the official map is each window's Mahalanobis distance to the
+Gaussian, heavy-tailed (10 to 10^5). It becomes heat by a robust z-score of its logarithm against
+the image's valid windows (median, MAD) and ``logistic(z - 3)``: 0.5 means three robust standard
+deviations above the typical window. High = unlike the bulk of the image = suspected. The
+official display shows the map inverted, and the official evaluation picks the polarity per image
+against the ground truth, which a detector cannot do. Windows the fit left out get the lowest
+value. The heat is monotone in the official map, so rank measures on its grid are unchanged.
 
 Small images: under about 0.3 MP the EM has few windows and often finds a single population (no
 outliers, or almost no Gaussian). ``small_map="auto"`` (default) then uses a robust local-energy map
@@ -35,8 +36,9 @@ map (all zeros when fewer than 50 windows are valid), ``"energy"`` always uses t
 Image score: the mean heat of the hottest 2% of pixels (as the project's other map detectors).
 
 Extra outputs: the layer ``noiseprint`` (the residual, clipped to its range away from a 34-pixel
-border and scaled to [0, 1]: the authors' "noiseprint view"); ``residual`` in the extras (float32,
-image size) is what ``--save-raw`` writes as ``<stem>.noiseprint.npy``.
+border and scaled to [0, 1]: the authors' "noiseprint view", written as ``<stem>.noiseprint.png``);
+the residual itself (``Prediction.raw["noiseprint"]``, float32, image size) is what ``--save-raw``
+writes as ``<stem>.noiseprint.npy``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..errors import ImlfError, NotApplicable
+from ..errors import ImlfError
 from ..image import ImageData
 from ..registry import register_detector
 from .base import Detector
@@ -61,6 +63,7 @@ QF_MIN, QF_NOT_JPEG = 51, 101
 NPP_GAIN = 4.7            # Noiseprint++ residual -> Noiseprint's scale for the blind step
 SMALL_PIXELS = 300_000
 SMALL_MAPS = ("auto", "em", "energy")
+HEAT_SLOPE, HEAT_CENTRE = 1.0, 3.0  # heat 0.5 at 3 robust SDs above the median window
 DEGENERATE = 0.02         # a population under 2% of the windows: the EM found one population
 
 # ITU-T T.81 Annex K luminance table (natural order), as the official jpeg_qtableinv uses it
@@ -106,6 +109,28 @@ def image_quality(img: ImageData) -> int:
     return jpeg_quality(np.asarray(tables[0]))
 
 
+def official_pixels(img: ImageData) -> np.ndarray:
+    """The RGB pixels as the authors' pipeline decoded them. Their outputs were made with Pillow 4.2.1,
+    whose wheels decode JPEG with IJG libjpeg 9 (chroma upsampled by scaled DCT); today's Pillow
+    uses libjpeg-turbo, which upsamples chroma differently: on 4:2:0 files gray levels differ by up
+    to a few units, and the residual (a noise extractor) follows them. So JPEG files are decoded
+    again with libjpeg 9b through jpeglib; other inputs use the stored pixels unchanged."""
+    if not img.is_jpeg:
+        return img.pixels
+    import jpeglib
+
+    try:
+        with jpeglib.version("9b"):
+            rgb = np.asarray(jpeglib.read_spatial(str(img.path)).spatial)
+    except Exception:  # noqa: BLE001  (any decoder failure: keep the pixels already decoded)
+        return img.pixels
+    if rgb.ndim == 3 and rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    if rgb.shape != img.pixels.shape or rgb.dtype != np.uint8:
+        return img.pixels
+    return rgb
+
+
 def run_tiled(net, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     """The network on ``x`` (C, H, W) float32, in the official tiles when over LARGE_LIMIT pixels."""
     import torch
@@ -128,12 +153,14 @@ def run_tiled(net, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     return out
 
 
-def heat_grid(result: BlindResult) -> np.ndarray:
-    """Posterior of the smaller population per window (see the module docstring)."""
-    p_out = float(np.clip(result.outlier_prob, 1e-12, 1 - 1e-12))
-    logit = (np.log(p_out) - 42.0) - (np.log1p(-p_out) - result.inlier_nlogl)
-    logit = logit if p_out <= 0.5 else -logit
-    heat = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
+def heat_grid(result: BlindResult, slope: float = HEAT_SLOPE, centre: float = HEAT_CENTRE) -> np.ndarray:
+    """The official map (Mahalanobis distance per window) as heat in [0, 1]: the robust z-score of
+    its logarithm against the valid windows' median and MAD, then ``logistic(slope (z - centre))``.
+    Monotone in the official map; windows left out of the fit get the lowest valid value."""
+    level = np.log(np.maximum(result.grid, 1e-12))
+    med = float(np.median(level[result.valid]))
+    mad = max(1.4826 * float(np.median(np.abs(level[result.valid] - med))), 1e-6)
+    heat = 1.0 / (1.0 + np.exp(-slope * ((level - med) / mad - centre)))
     heat[~result.valid] = heat[result.valid].min()
     return heat
 
@@ -180,6 +207,10 @@ class _NoiseprintBase(Detector):
     def network_input(self, img: ImageData) -> np.ndarray:
         raise NotImplementedError
 
+    def luma(self, img: ImageData) -> np.ndarray:
+        """Luminance / 256 (float32), as the blind step's saturation test reads it."""
+        return (img.gray / np.float32(256.0)).astype(np.float32)
+
     def network(self, img: ImageData) -> tuple[Any, list[str], dict[str, Any]]:
         raise NotImplementedError
 
@@ -190,11 +221,20 @@ class _NoiseprintBase(Detector):
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         res, notes, extras = self.residual(img)
-        gray01 = img.gray / 256.0
+        heat, more_notes, more = self.localize(res, img)
+        extras.update(more)
+        extras["notes"] = notes + more_notes
+        extras["device"] = self.device
+        flat = np.sort(heat, axis=None)
+        return heat, float(flat[-max(1, flat.size // 50):].mean()), extras
+
+    def localize(self, res: np.ndarray, img: ImageData) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+        """Heatmap from a residual (see the module docstring), with notes and extras (layers included)."""
+        notes: list[str] = []
+        extras: dict[str, Any] = {"_layers": {"noiseprint": noiseprint_view(res)},
+                                  "_raw": {"noiseprint": res.astype(np.float32)}}
         mode = self.small_map
-        result = None
-        if mode != "energy":
-            result = blind_map(res * self.gain, gray01)
+        result = None if mode == "energy" else blind_map(res * self.gain, self.luma(img))
         small = img.height * img.width < SMALL_PIXELS
         one = result is None or result.grid is None or not DEGENERATE <= result.outlier_prob <= 1 - DEGENERATE
         if result is not None:
@@ -218,13 +258,7 @@ class _NoiseprintBase(Detector):
                 notes.append(f"the EM found one population only (outlier share {result.outlier_prob:.3f}): "
                              "the map is unreliable")
             extras["map"] = "em"
-        flat = np.sort(heat, axis=None)
-        score = float(flat[-max(1, flat.size // 50):].mean())
-        extras["notes"] = notes
-        extras["_layers"] = {"noiseprint": noiseprint_view(res)}
-        extras["_raw"] = {"noiseprint": res.astype(np.float32)}
-        extras["device"] = self.device
-        return heat.astype(np.float32), score, extras
+        return heat.astype(np.float32), notes, extras
 
     @classmethod
     def weights_status(cls) -> str:
@@ -245,11 +279,19 @@ class NoiseprintDetector(_NoiseprintBase):
              "IEEE TIFS 15, 2020 (arXiv:1808.08396)")
     summary = "Noiseprint: camera-model noise residual (DnCNN per JPEG quality), EM on its local statistics"
 
+    def luma(self, img: ImageData) -> np.ndarray:
+        """Luminance / 256 of the pixels as the official code decoded them (see :func:`official_pixels`)."""
+        if getattr(self, "_luma_of", None) is not img:  # computed once per image (network and blind step)
+            rgb = official_pixels(img).astype(np.float32)
+            self._luma = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 256.0).astype(np.float32)
+            self._luma_of = img
+        return self._luma
+
     def network_input(self, img: ImageData) -> np.ndarray:
-        return (img.gray / np.float32(256.0))[None].astype(np.float32)
+        return self.luma(img)[None]
 
     def network(self, img: ImageData) -> tuple[Any, list[str], dict[str, Any]]:
-        from ..weights.noiseprint import noiseprint_qualities, noiseprint_network
+        from ..weights.noiseprint import noiseprint_network, noiseprint_qualities
 
         wanted = image_quality(img)
         available = noiseprint_qualities(self.weights)
@@ -288,5 +330,5 @@ class NoiseprintPPDetector(_NoiseprintBase):
         return self._nets[0], [], {}
 
 
-__all__ = ["NoiseprintDetector", "NoiseprintPPDetector", "NotApplicable", "energy_map", "heat_grid",
+__all__ = ["NoiseprintDetector", "NoiseprintPPDetector", "energy_map", "heat_grid",
            "image_quality", "jpeg_quality", "noiseprint_view", "run_tiled"]

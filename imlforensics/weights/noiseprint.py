@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImlfError
-from ..models.dncnn import DnCNN, from_tensorflow, load_numpy_state, noiseprint, noiseprint_pp
+from ..models.dncnn import (
+    DnCNN,
+    from_tensorflow,
+    load_numpy_state,
+    noiseprint,
+    noiseprint_pp,
+)
 from .tfbundle import CheckpointError, read_checkpoint
 
 QUALITIES = tuple(range(51, 102))
