@@ -16,12 +16,12 @@ from imlforensics.detectors.noiseprint import (
     noiseprint_view,
 )
 from imlforensics.detectors.noiseprint_blind import blind_map, grid_to_image
-from imlforensics.image import load_image
+from imlforensics.io.image import load_image
 from imlforensics.models.dncnn import conv_index, noiseprint, noiseprint_pp
 
 
 def _ijg_luma(q: int) -> np.ndarray:
-    from imlforensics.jpegtables import ijg_tables
+    from imlforensics.io.jpegtables import ijg_tables
 
     return ijg_tables()[q - 1]
 
@@ -153,7 +153,7 @@ def test_blind_map_matches_the_authors_map(demo_residual, demo, np_detector):
 @pytest.mark.data
 def test_detector_localizes_the_nist_forgery(demo_residual, demo, np_detector):
     """NC2016_2564 has a ground-truth mask: the heatmap ranks its pixels above the rest."""
-    from imlforensics.metrics import auc
+    from imlforensics.evaluation.metrics import auc
 
     name, img, res, _ = demo_residual
     if name != "NC2016_2564.jpg":

@@ -50,8 +50,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ImlfError
-from ..image import ImageData
-from ..registry import register_detector
+from ..io.image import ImageData
+from .registry import register_detector
 from .base import Detector
 from .deep import resolve_device
 from .noiseprint_blind import BlindResult, blind_map, grid_to_image
