@@ -176,3 +176,19 @@ def test_noiseprint_pp_runs_on_a_small_image(shared_weights, demo):
     assert "noiseprint" in pred.layers
     assert pred.raw["noiseprint"].shape == (512, 512) and pred.raw["noiseprint"].dtype == np.float32
     assert "_raw" not in pred.extras
+
+
+@pytest.mark.data
+def test_missing_quality_uses_the_nearest_network(shared_weights, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    for q in (75, 92):
+        shutil.copytree(shared_weights / "noiseprint" / f"net_jpg{q}", tmp_path / "nets" / f"net_jpg{q}")
+    rgb = (np.random.default_rng(3).random((96, 128, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=87)
+    det = NoiseprintDetector(weights=tmp_path / "nets", device="cpu")
+    _, notes, extras = det.residual(load_image(tmp_path / "a.jpg"))
+    assert extras == {"quality": 87, "network": "net_jpg92"}
+    assert notes == ["no network for JPEG quality 87; used the nearest available, 92"]
