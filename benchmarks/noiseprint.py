@@ -14,8 +14,8 @@ valid windows).
 
 Speed (``--speed``): seconds per megapixel of a 1 MP crop of NC2016_2564, network and post-
 processing, median of 3 runs after a warm-up, ``torch.set_num_threads(2)``. Memory (``--memory``):
-peak resident set of a fresh process running the whole detector on a 12 MP image (NC2016_2564
-stacked on its mirror image, cut to 4000 x 3000).
+peak resident set of a fresh process running the network on the largest tile of a 12 MP image and
+the blind step on a 12 MP residual (see ``_memory_child``).
 """
 
 from __future__ import annotations
@@ -67,14 +67,17 @@ def residual(det, img, cache: Path | None, key: str, cached_only: bool = False) 
     return res
 
 
-def accuracy(shared: Path, n: int, cache: Path | None, cached_only: bool = False) -> None:
+def accuracy(shared: Path, n: int, cache: Path | None, cached_only: bool = False,
+             nets: tuple[str, ...] = ("noiseprint", "noiseprint++"), datasets: tuple[str, ...] = ()) -> None:
     from imlforensics.evaluation.evaluate import score_sample, summarize
     from imlforensics.io.image import load_image
 
     rows = []
-    for net in ("noiseprint", "noiseprint++"):
+    for net in nets:
         dets = {v: detector(net, shared, v) for v in VARIANTS}
         for ds, items in samples(shared, n).items():
+            if datasets and ds not in datasets:
+                continue
             records = {v: [] for v in VARIANTS}
             one = done = 0
             for s in items:
@@ -132,23 +135,39 @@ def speed(shared: Path) -> None:
 
 
 def _memory_child(shared: str, net: str) -> None:
+    """Peak RSS of the two memory-heavy steps for a 12 MP image: the network on the largest tile
+    (1024 + 2 x 34 context = 1092 x 1092; tiles run one after another, so the whole image costs one
+    tile plus the float32 output) and the blind step on a 12 MP residual (a synthetic one: memory
+    depends on the sizes only). Running the network on all 12 tiles would take minutes more."""
     import torch
 
+    from imlforensics.detectors.noiseprint import OVERLAP, SLIDE
+    from imlforensics.detectors.noiseprint_blind import blind_map
     from imlforensics.io.image import as_image, load_image
 
     torch.set_num_threads(2)
     rgb = load_image(Path(shared) / "weights" / "noiseprint-demo" / "NC2016_2564.jpg").pixels
     rgb = np.ascontiguousarray(np.concatenate([rgb, rgb[::-1]], axis=0)[:4000, :3000])  # 12 MP
-    img = as_image(rgb)
+    det = detector(net, Path(shared), "em")
+    tile = SLIDE + 2 * OVERLAP
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    pred = detector(net, Path(shared), "em").predict(img)
+    det.residual(as_image(np.ascontiguousarray(rgb[:tile, :tile])))
+    t_tile = time.perf_counter() - t
+    peak_net = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = np.random.default_rng(0).normal(0, 0.67, rgb.shape[:2]).astype(np.float32)
+    gray = (rgb.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])) / 256
+    t = time.perf_counter()
+    blind_map(res, gray)
+    t_blind = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{net} {img.height}x{img.width} peak_rss_mb={peak / 1024:.0f} before_mb={base / 1024:.0f} "
-          f"seconds={time.perf_counter() - t:.0f} map={pred.extras.get('map')}")
+    print(f"| {net} | 4000x3000 | {base / 1024:.0f} | {peak_net / 1024:.0f} | {peak / 1024:.0f} | "
+          f"{t_tile:.0f} s | {t_blind:.0f} s |")
 
 
 def memory(shared: Path, nets: list[str]) -> None:
+    print("| detector | image | RSS before MB | peak after one 1092 tile MB | peak after the blind step MB | tile time | blind step time |")
+    print("|---|---|---|---|---|---|---|")
     for net in nets:
         out = subprocess.run([sys.executable, __file__, "--memory-child", net, "--shared", str(shared)],
                              capture_output=True, text=True, check=False)
@@ -160,6 +179,8 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--cache", type=Path, default=None, help="keep residuals here between runs")
+    ap.add_argument("--nets", default="noiseprint,noiseprint++")
+    ap.add_argument("--datasets", default="", help="comma-separated subset of casia1,cocoglide,NC2016_2564")
     ap.add_argument("--cached-only", action="store_true", help="skip images whose residual is not in --cache")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--memory", action="store_true")
@@ -172,7 +193,8 @@ def main() -> None:
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
     if not args.no_accuracy:
-        accuracy(args.shared, args.n, args.cache, args.cached_only)
+        accuracy(args.shared, args.n, args.cache, args.cached_only, tuple(args.nets.split(",")),
+                 tuple(d for d in args.datasets.split(",") if d))
     if args.speed:
         speed(args.shared)
     if args.memory:
