@@ -34,7 +34,10 @@ VARIANTS = ("em", "energy", "auto")
 
 
 def detector(name: str, shared: Path, small_map: str = "auto"):
-    from imlforensics.detectors.noiseprint import NoiseprintDetector, NoiseprintPPDetector
+    from imlforensics.detectors.noiseprint import (
+        NoiseprintDetector,
+        NoiseprintPPDetector,
+    )
 
     if name == "noiseprint":
         return NoiseprintDetector(weights=shared / "weights" / "noiseprint", device="cpu", small_map=small_map)

@@ -56,10 +56,10 @@ from scipy import ndimage
 
 from ..errors import ImlfError
 from ..io.image import ImageData
-from .registry import register_detector
 from .base import Detector
 from .deep import resolve_device
 from .noiseprint_blind import BlindResult, blind_map, grid_to_image
+from .registry import register_detector
 
 LARGE_LIMIT = 1_050_000   # pixels; larger images run in tiles
 SLIDE = 1024
