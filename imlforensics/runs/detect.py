@@ -153,9 +153,12 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
     """
     start = time.perf_counter()
     # extra layers (a committee's agreement and disagreement maps) are checked with the rest
-    # before anything is written
-    layers = {name: paths.json.with_name(paths.json.name[: -len(".json")] + f".{name}.png") for name in pred.layers}
-    _check_targets(list(layers.values()), overwrite, protected | ({safe_resolve(img.path)} if img.path else set()))
+    # before anything is written; with --save-raw, the detector's float arrays (Noiseprint's residual) too
+    base = paths.json.name[: -len(".json")]
+    layers = {name: paths.json.with_name(f"{base}.{name}.png") for name in pred.layers}
+    raws = {name: paths.json.with_name(f"{base}.{name}.npy") for name in pred.raw} if paths.raw is not None else {}
+    _check_targets([*layers.values(), *raws.values()], overwrite,
+                   protected | ({safe_resolve(img.path)} if img.path else set()))
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
     with OutputSet(overwrite, mark=paths.json) as out:
@@ -167,6 +170,9 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
         for name, target in layers.items():
             out.write(target, png_bytes(heatmap_u8(pred.layers[name])))
             record["outputs"][name] = str(target)
+        for name, target in raws.items():
+            out.write(target, npy_bytes(np.asarray(pred.raw[name], dtype=np.float32)))
+            record["outputs"][f"{name}_raw"] = str(target)
         record["seconds"] = round(seconds + time.perf_counter() - start, 4)
         out.write(paths.json, json_bytes(record))
     return record

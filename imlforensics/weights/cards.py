@@ -45,7 +45,8 @@ class ModelCard:
     hub: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
-    # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone)
+    # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone);
+    # "noise-residual": a network run by its own detector module (Noiseprint, Noiseprint++)
     kind: str = "detector"
     cite: str = ""  # short citation (first author, venue, year) for `imlf models`
 
@@ -83,7 +84,7 @@ class ModelCard:
 
 
 _REQUIRED = ("name", "summary", "paper", "architecture", "license", "redistribution", "training")
-KINDS = ("detector", "super-resolution", "features")
+KINDS = ("detector", "super-resolution", "features", "noise-residual")
 # a card's name becomes a folder of the weights cache: nothing that could leave it
 _NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 

@@ -211,6 +211,11 @@ def import_weights(name: str, file: Path, overwrite: bool = False, verify: bool 
     """Convert the authors' checkpoint ``file`` for model ``name`` into the cache; return the cached path."""
     card = load_card(name)
     file = Path(file)
+    if card.kind == "noise-residual":  # Noiseprint's TensorFlow checkpoints, Noiseprint++'s pickle
+        from .noiseprint import noise_residual_tensors
+
+        tensors, info = noise_residual_tensors(card, file, verify)
+        return _store(card, tensors, info, overwrite)
     digest = sha256_file(file) if file.is_file() else ""
     if verify and card.official_sha256 and digest and digest != card.official_sha256:
         raise WeightsError(f"{file}: SHA-256 {digest[:12]}... is not that of the official {card.name} file "
