@@ -5,7 +5,7 @@ image forgery detection and localization", CVPR 2023 (arXiv 2212.10957; code gri
 GRIP non-profit licence).
 
 * **Noiseprint++** (``dncnn``): a 17-level DnCNN on RGB / 256 giving a one-channel noise
-  fingerprint, repeated to three channels (built by :func:`.dncnn.noiseprintpp`).
+  fingerprint, repeated to three channels (built by :func:`.dncnn.noiseprint_pp`).
 * **Encoder** (``backbone``): two SegFormer MiT-B2 streams (CMX, Zhang et al., "CMX: Cross-modal
   fusion for RGB-X semantic segmentation with transformers", IEEE T-ITS 2023), one on the
   ImageNet-normalised RGB (``patch_embed*``, ``block*``, ``norm*``), one on the Noiseprint++
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dncnn import noiseprintpp
+from .dncnn import noiseprint_pp
 from .segformer import MIT_DEPTHS, grid, run_stage, stage_modules, tokens
 
 MIT_DIMS = (64, 128, 320, 512)
@@ -273,7 +273,7 @@ class TruFor(nn.Module):
         self.decode_head = MLPDecoder(2, embed, bn_eps=loc_bn_eps)
         self.decode_head_conf = MLPDecoder(1, embed, bn_eps=conf_bn_eps)
         self.detection = nn.Sequential(nn.Linear(8, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 1))
-        self.dncnn = noiseprintpp()
+        self.dncnn = noiseprint_pp()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
