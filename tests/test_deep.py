@@ -156,9 +156,21 @@ def test_official_container_imports_and_reproduces_the_direct_forward(name, tmp_
     import_weights(name, src, verify=False)
     det = load_detector(name, device="cpu")
     rgb = np.asarray(Image.open(examples["splice"][0]).convert("RGB"))
+    if card.preprocess.get("mode") == "full":  # full-resolution models: a small crop keeps CPU time low
+        rgb = np.ascontiguousarray(rgb[100:228, 150:310])
     x, meta = preprocess(rgb, card.preprocess)
     with torch.inference_mode():
-        direct = restore(torch.sigmoid(model(torch.from_numpy(x)))[0, 0].numpy(), meta)
-    got = det.predict(rgb).heatmap
-    assert got.shape == rgb.shape[:2]
-    assert np.abs(got - direct).max() < 1e-5
+        t = torch.from_numpy(x)
+        out = model.predict(t) if hasattr(model, "predict") else {"map": torch.sigmoid(model(t))}
+        direct = restore(out["map"][0, 0].numpy(), meta)
+    pred = det.predict(rgb)
+    assert pred.heatmap.shape == rgb.shape[:2]
+    assert np.abs(pred.heatmap - direct).max() < 1e-5
+    if card.postprocess.get("image_score") == "head":  # the detection head's score, not the map's maximum
+        assert pred.score == pytest.approx(float(out["score"][0]), abs=1e-6)
+        assert abs(pred.score - float(pred.heatmap.max())) > 1e-3 and pred.extras["image_score"] == "detection head"
+    else:
+        assert pred.score == pytest.approx(float(pred.heatmap.max()), abs=1e-6)
+    for layer in card.postprocess.get("layers", []):
+        got = pred.layers[layer]
+        assert got.shape == rgb.shape[:2] and np.abs(got - restore(out[layer][0, 0].numpy(), meta)).max() < 1e-5
