@@ -50,9 +50,9 @@ def run_pyifd(python: str, dataset: Path, cache: Path, jobs: int) -> None:
 
 
 def score_pyifd(algo: str, samples, cache: Path, invert: bool):
-    from imlforensics.datasets import read_mask
-    from imlforensics.evaluate import ImageRecord
-    from imlforensics.metrics import pixel_scores
+    from imlforensics.evaluation.datasets import read_mask
+    from imlforensics.evaluation.evaluate import ImageRecord
+    from imlforensics.evaluation.metrics import pixel_scores
 
     records = []
     for s in samples:
@@ -100,8 +100,8 @@ HEADER = ("| detector | F1 fixed | IoU fixed | F1 best | IoU best | pixel AUC | 
 
 
 def main() -> None:
-    from imlforensics.datasets import load_dataset
-    from imlforensics.evaluate import DetectorSource, run, summarize
+    from imlforensics.evaluation.datasets import load_dataset
+    from imlforensics.evaluation.evaluate import DetectorSource, run, summarize
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "casia1")

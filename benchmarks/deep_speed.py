@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from imlforensics.cards import load_card
+from imlforensics.weights.cards import load_card
 from imlforensics.models.reference import build_reference, imdlbenco_available
 
 REFERENCE_NAME = {"mesorch": "mesorch", "mesorch-p": "mesorch-p", "sparsevit": "sparsevit", "iml-vit": "iml-vit",

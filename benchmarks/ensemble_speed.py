@@ -65,7 +65,7 @@ def standalone_seconds(folder: Path, priors: str | None) -> float:
 def _members_only(folder: Path, priors: str | None) -> None:
     from imlforensics import load_detector
     from imlforensics.errors import NotApplicable
-    from imlforensics.image import load_image
+    from imlforensics.io.image import load_image
 
     from threadpoolctl import threadpool_limits
 

@@ -6,14 +6,15 @@ Library API::
     result = load_detector("dq").predict("photo.jpg")
     result.heatmap   # float32 (H, W) in [0, 1], high = tampered
     result.score     # image-level score in [0, 1]
+
+The sub-packages, one per concern, are described in ARCHITECTURE.md.
 """
 
-__version__ = "0.1.0"
-
-from .detectors.base import Detector, Prediction  # noqa: E402
-from .errors import ImageError, ImlfError, NotApplicable  # noqa: E402
-from .image import ImageData, load_image  # noqa: E402
-from .registry import list_detectors, load_detector, register_detector  # noqa: E402
+from . import _compat, committee  # noqa: F401  (old import paths; the committee registers itself)
+from ._version import __version__
+from .detectors import Detector, Prediction, list_detectors, load_detector, register_detector
+from .errors import ImageError, ImlfError, NotApplicable
+from .io.image import ImageData, load_image
 
 __all__ = [
     "Detector",

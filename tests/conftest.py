@@ -54,7 +54,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def toy_detector(monkeypatch):
     """Registers 'toy-bright' (heat = luma / 255) for tests of the plumbing around detectors."""
-    from imlforensics import registry
+    from imlforensics.detectors import registry
     from imlforensics.detectors.base import Detector
 
     class ToyBright(Detector):
@@ -64,7 +64,6 @@ def toy_detector(monkeypatch):
         def analyse(self, img):
             return img.gray / 255.0, float(img.gray.max() / 255.0), {"notes": ["toy"]}
 
-    registry._ensure_loaded()
     monkeypatch.setitem(registry._DETECTORS, "toy-bright", ToyBright)
     return ToyBright
 

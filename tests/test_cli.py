@@ -178,7 +178,7 @@ def test_real_process_prints_no_traceback(tmp_path):
 
 
 def test_default_detector_localizes_the_example_splice_and_falls_back_on_png(examples, tmp_path):
-    from imlforensics.metrics import pixel_scores
+    from imlforensics.evaluation.metrics import pixel_scores
 
     splice, gt = examples["splice"]
     png = tmp_path / "splice.png"

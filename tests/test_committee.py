@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imlforensics.committee import Calibration, fit_isotonic, fuse, member_weights
-from imlforensics.metrics import pixel_scores
+from imlforensics.committee.fusion import Calibration, fit_isotonic, fuse, member_weights
+from imlforensics.evaluation.metrics import pixel_scores
 
 
 def test_isotonic_calibration_is_monotone_and_agrees_with_scikit_learn():

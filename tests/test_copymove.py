@@ -10,8 +10,8 @@ import pytest
 from conftest import EXAMPLES, jpeg_roundtrip, read_gt, read_rgb
 
 from imlforensics.detectors.copymove import Keypoints, copy_strength, g2nn_matches
-from imlforensics.metrics import f1_iou
-from imlforensics.registry import load_detector
+from imlforensics.evaluation.metrics import f1_iou
+from imlforensics.detectors.registry import load_detector
 
 
 @pytest.fixture(scope="module")

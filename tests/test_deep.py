@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imlforensics.cards import all_cards, parse_card
+from imlforensics.weights.cards import all_cards, parse_card
 from imlforensics.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, restore, tiles
 
 TOY = """
@@ -36,11 +36,11 @@ image_score = "max"
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """The toy-red detector class (logit = 8 * (red - green) in [0,1] units) with its weights in a file."""
-    from imlforensics.cards import all_cards as cached_cards
+    from imlforensics.weights.cards import all_cards as cached_cards
     from imlforensics.detectors.deep import DeepDetector
 
     card = parse_card(TOY)
-    monkeypatch.setattr("imlforensics.cards.all_cards", lambda: {**cached_cards(), card.name: card})
+    monkeypatch.setattr("imlforensics.weights.cards.all_cards", lambda: {**cached_cards(), card.name: card})
     std = torch.tensor(IMAGENET_STD)
     mean = torch.tensor(IMAGENET_MEAN)
     a = torch.tensor([8.0, -8.0, 0.0])
@@ -173,8 +173,8 @@ def _container(card, sd: dict) -> dict:
 
 @pytest.mark.parametrize("name", REAL)
 def test_official_container_imports_and_reproduces_the_direct_forward(name, tmp_path, monkeypatch, examples):
-    from imlforensics.registry import load_detector
-    from imlforensics.weights import import_weights
+    from imlforensics.detectors.registry import load_detector
+    from imlforensics.weights.convert import import_weights
 
     card = all_cards()[name]
     monkeypatch.setenv("IMLF_CACHE", str(tmp_path / "cache"))

@@ -10,11 +10,11 @@ from PIL import Image
 
 from conftest import EXAMPLES, jpeg_roundtrip, read_gt, read_rgb
 from imlforensics.detectors.dq import DoubleQuantizationDetector, comb_factor
-from imlforensics.jpegtables import ijg_tables
+from imlforensics.io.jpegtables import ijg_tables
 from imlforensics.errors import NotApplicable
-from imlforensics.image import load_image
-from imlforensics.metrics import pixel_scores
-from imlforensics.registry import load_detector
+from imlforensics.io.image import load_image
+from imlforensics.evaluation.metrics import pixel_scores
+from imlforensics.detectors.registry import load_detector
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_odd_inputs_give_finite_quiet_output(detector, tmp_path, rgb, silent):
 def test_casia_splices_are_localized_where_double_compression_is_found(detector, shared_data):
     """Real CASIA v1 splices (host JPEG resaved): where the detector finds the host's double
     compression, the map ranks the pasted pixels well above chance."""
-    from imlforensics.datasets import load_dataset, read_mask
+    from imlforensics.evaluation.datasets import load_dataset, read_mask
 
     samples = [s for s in load_dataset(shared_data / "casia1") if not s.authentic][5::120]
     aucs = []

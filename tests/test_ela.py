@@ -12,11 +12,11 @@ from PIL import Image
 
 from conftest import jpeg_bytes, read_rgb
 from imlforensics.detectors.ela import ElaDetector, content_residual
-from imlforensics.jpegtables import estimate_jpeg_quality
+from imlforensics.io.jpegtables import estimate_jpeg_quality
 from imlforensics.errors import NotApplicable, UnknownDetector
-from imlforensics.image import load_image
-from imlforensics.metrics import pixel_scores
-from imlforensics.registry import load_detector
+from imlforensics.io.image import load_image
+from imlforensics.evaluation.metrics import pixel_scores
+from imlforensics.detectors.registry import load_detector
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_options_are_validated():
 
 @pytest.mark.data
 def test_casia_subset_beats_chance_and_keeps_authentic_cool(shared_data, detector, one_torch_thread):
-    from imlforensics.datasets import load_dataset, read_mask
+    from imlforensics.evaluation.datasets import load_dataset, read_mask
 
     samples = load_dataset(shared_data / "casia1")
     tampered = [s for s in samples if not s.authentic][::10]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imlforensics.errors import ImageError
-from imlforensics.image import as_image, load_image
+from imlforensics.io.image import as_image, load_image
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (40, 56, 3), dtype=np.uint8)

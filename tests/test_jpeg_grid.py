@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import EXAMPLES, jpeg_roundtrip, read_rgb
-from imlforensics.datasets import load_dataset, read_mask
+from imlforensics.evaluation.datasets import load_dataset, read_mask
 from imlforensics.detectors.jpeg_grid import (
     JpegGridDetector,
     constant_blocks,
@@ -20,9 +20,9 @@ from imlforensics.detectors.jpeg_grid import (
     zero_counts,
 )
 from imlforensics.errors import NotApplicable
-from imlforensics.image import load_image
-from imlforensics.metrics import pixel_scores
-from imlforensics.registry import load_detector
+from imlforensics.io.image import load_image
+from imlforensics.evaluation.metrics import pixel_scores
+from imlforensics.detectors.registry import load_detector
 
 
 @pytest.fixture(scope="module")

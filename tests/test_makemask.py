@@ -309,7 +309,7 @@ def test_a_bad_original_is_named_in_its_one_line_of_error(tmp_path, broken):
 
 
 def test_pairs_file_becomes_a_dataset_that_eval_reads(tmp_path):
-    from imlforensics.datasets import load_dataset
+    from imlforensics.evaluation.datasets import load_dataset
 
     small = tmp_path / "small.jpg"
     Image.fromarray(cv2.resize(rgb(EX / "Au" / "astronaut.jpg"), (336, 336), interpolation=cv2.INTER_AREA)).save(small, quality=90)
@@ -444,7 +444,7 @@ def _basicsr_rrdb_shapes(blocks: int = 23, nf: int = 64, gc: int = 32) -> dict[s
 
 
 def test_the_shipped_real_esrgan_card_accepts_the_official_key_layout():
-    from imlforensics.cards import all_cards
+    from imlforensics.weights.cards import all_cards
     from imlforensics.weights import WeightsError, check_state_dict
 
     card = all_cards()["realesrgan-x4plus"]
@@ -492,7 +492,7 @@ def features_env(tmp_path):
 
 
 def test_deep_features_differ_where_content_was_replaced_not_where_it_was_recompressed(features_env, splice, monkeypatch):
-    from imlforensics.cards import all_cards
+    from imlforensics.weights.cards import all_cards
     from imlforensics.makemask.features import FeatureComparer
 
     env, weights = features_env

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imlforensics.evaluate import ImageRecord, summarize
-from imlforensics.metrics import auc, balanced_accuracy, best_f1, f1_iou, pixel_scores
+from imlforensics.evaluation.evaluate import ImageRecord, summarize
+from imlforensics.evaluation.metrics import auc, balanced_accuracy, best_f1, f1_iou, pixel_scores
 
 sk = pytest.importorskip("sklearn.metrics")
 

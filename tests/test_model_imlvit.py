@@ -96,7 +96,7 @@ def test_architecture_matches_the_official_checkpoint_manifest(model):
 
 
 def test_card_builds_the_architecture():
-    from imlforensics.cards import load_card
+    from imlforensics.weights.cards import load_card
 
     card = load_card("iml-vit")
     assert card.architecture == "imlforensics.models.imlvit:IMLViT"
@@ -125,7 +125,7 @@ def official_input(rgb: np.ndarray, size: int = 1024) -> np.ndarray:
 
 @needs_reference
 def test_parity_with_imdlbenco_on_an_example_image(model, examples):
-    from imlforensics.cards import load_card
+    from imlforensics.weights.cards import load_card
     from imlforensics.models.preprocess import preprocess, restore
 
     ref, predict = build_reference("iml-vit")
@@ -250,7 +250,7 @@ if __name__ == "__main__":
 
 
 def test_card_preprocessing_of_a_large_image_is_the_official_crop():
-    from imlforensics.cards import load_card
+    from imlforensics.weights.cards import load_card
     from imlforensics.models.preprocess import preprocess
 
     rgb = np.random.default_rng(1).integers(0, 256, (1100, 1300, 3), dtype=np.uint8)

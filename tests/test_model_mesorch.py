@@ -49,7 +49,7 @@ def official_input(rgb: np.ndarray) -> np.ndarray:
 def test_parity_with_imdlbenco_on_an_example_image(examples):
     from PIL import Image
 
-    from imlforensics.cards import load_card
+    from imlforensics.weights.cards import load_card
     from imlforensics.models.preprocess import preprocess
 
     ref, predict = build_reference("mesorch")

@@ -53,7 +53,7 @@ def test_sparse_attention_only_mixes_tokens_of_the_same_dilated_group():
 def test_parity_with_imdlbenco_on_an_example_image(examples):
     from PIL import Image
 
-    from imlforensics.cards import load_card
+    from imlforensics.weights.cards import load_card
     from imlforensics.models.preprocess import preprocess
 
     ref, predict = build_reference("sparsevit")

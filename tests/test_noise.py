@@ -12,8 +12,8 @@ from PIL import Image
 from conftest import jpeg_bytes, read_rgb
 from imlforensics.detectors.noise import NoiseDetector, block_noise_sigma, diagonal_detail
 from imlforensics.errors import NotApplicable, UnknownDetector
-from imlforensics.metrics import pixel_scores
-from imlforensics.registry import load_detector
+from imlforensics.evaluation.metrics import pixel_scores
+from imlforensics.detectors.registry import load_detector
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_options_are_validated():
 
 @pytest.mark.data
 def test_casia_subset(shared_data, detector, one_torch_thread):
-    from imlforensics.datasets import load_dataset, read_mask
+    from imlforensics.evaluation.datasets import load_dataset, read_mask
 
     samples = load_dataset(shared_data / "casia1")
     tampered = [s for s in samples if not s.authentic][::10]

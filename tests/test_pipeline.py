@@ -10,7 +10,7 @@ from PIL import Image
 
 from imlforensics.detectors.base import Detector
 from imlforensics.errors import OutputError
-from imlforensics.pipeline import detect_file, detect_stream
+from imlforensics.runs.detect import detect_file, detect_stream
 
 
 class Layered(Detector):

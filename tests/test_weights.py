@@ -330,7 +330,8 @@ def test_push_respects_the_license_and_uploads_weights_with_a_card(env, tmp_path
         monkeypatch.setenv(k, e[k])
     from huggingface_hub import HfApi
 
-    from imlforensics import cards, weights
+    from imlforensics import weights
+    from imlforensics.weights import cards
 
     cards.all_cards.cache_clear()
     calls = {}

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..image import ImageData, ImageLike, as_image
+from ..io.image import ImageData, ImageLike, as_image
 
 
 @dataclass

@@ -58,9 +58,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..image import ImageData
-from ..registry import register_detector
+from ..io.image import ImageData
 from .base import Detector
+from .registry import register_detector
 
 
 @dataclass

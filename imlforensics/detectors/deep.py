@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..cards import ModelCard, all_cards
 from ..errors import ImlfError
-from ..image import ImageData
+from ..io.image import ImageData
 from ..models.preprocess import blend_weight, preprocess, restore, tiles
-from ..registry import register_detector
+from ..weights.cards import ModelCard, all_cards
 from .base import Detector
+from .registry import register_detector
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -66,7 +66,7 @@ class DeepDetector(Detector):
                  tile_overlap: float = 0.25, half: bool = False) -> None:
         import torch
 
-        from ..weights import load_weights
+        from ..weights.convert import load_weights
 
         if not 0.0 <= float(tile_overlap) < 1.0:
             raise ValueError("tile_overlap must be in [0, 1)")
@@ -169,7 +169,7 @@ class DeepDetector(Detector):
 
     @classmethod
     def weights_status(cls) -> str:
-        from ..weights import cached_weights, sidecar
+        from ..weights.cache import cached_weights, sidecar
 
         if cached_weights(cls.name) is None:
             return "not cached"

@@ -74,11 +74,11 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, NotApplicable
-from ..image import ImageData
-from ..jpegtables import ijg_tables
-from ..registry import register_detector
+from ..io.image import ImageData
+from ..io.jpegtables import ijg_tables
 from . import maps
 from .base import Detector
+from .registry import register_detector
 
 # JPEG zig-zag order as (v, u) = (row, column) of the natural-order 8x8 block.
 ZIGZAG: list[tuple[int, int]] = sorted(

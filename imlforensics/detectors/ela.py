@@ -63,11 +63,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError, NotApplicable
-from ..image import ImageData
-from ..jpegtables import estimate_jpeg_quality
-from ..registry import register_detector
+from ..io.image import ImageData
+from ..io.jpegtables import estimate_jpeg_quality
 from .base import Detector
 from .maps import logistic, top_mean, upsample
+from .registry import register_detector
 
 BLOCK = 8
 

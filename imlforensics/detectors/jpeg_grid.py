@@ -64,10 +64,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import NotApplicable
-from ..image import ImageData
-from ..registry import register_detector
+from ..io.image import ImageData
 from .base import Detector
 from .maps import logistic, top_mean, upsample
+from .registry import register_detector
 
 BLOCK = 8
 N_ORIGINS = BLOCK * BLOCK

@@ -61,10 +61,10 @@ import cv2
 import numpy as np
 
 from ..errors import NotApplicable
-from ..image import ImageData
-from ..registry import register_detector
+from ..io.image import ImageData
 from .base import Detector
 from .maps import logistic, top_mean, upsample
+from .registry import register_detector
 
 MAD_TO_SIGMA = 0.6745
 

@@ -29,12 +29,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..image import ImageLike, as_image
+from ..io.image import ImageLike, as_image
 from .change import change_map
 from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
 from .detail import budget_factor, match_blur, resample_like
 from .photometric import fit_tone
-from .register import Registration, RegistrationError, copied, gray, refine, register, warp
+from .register import (
+    Registration,
+    RegistrationError,
+    copied,
+    gray,
+    refine,
+    register,
+    warp,
+)
 
 __all__ = ["MaskResult", "RegistrationError", "make_mask"]
 
@@ -177,7 +185,7 @@ def _first_pass(a: np.ndarray, b: np.ndarray, cover: np.ndarray, t: np.ndarray,
 
 def _report(reg: Registration, ch: Any, coverage: float, stages: dict, thresholds: dict, mask: np.ndarray,
             start: float, unchanged_share: float) -> dict[str, Any]:
-    from ..outputs import components
+    from ..io.outputs import components
 
     return {
         "registration": reg.to_json(),

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImlfError, OutputError
-from ..image import IMAGE_SUFFIXES
-from ..outputs import heatmap_u8, json_bytes, overlay, png_bytes, write_atomic
+from ..io.image import IMAGE_SUFFIXES
+from ..io.outputs import heatmap_u8, json_bytes, overlay, png_bytes, write_atomic
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class FeatureComparer:
         import torch
 
         from ..detectors.deep import resolve_device
-        from ..weights import load_model
+        from ..weights.convert import load_model
 
         card, tensors = load_model(name, "features", "a feature backbone", weights)
         net = card.build()

@@ -39,7 +39,7 @@ class Upscaler:
         import torch
 
         from ..detectors.deep import resolve_device
-        from ..weights import load_model
+        from ..weights.convert import load_model
 
         card, tensors = load_model(name, "super-resolution", "a super-resolution model", weights)
         try:

@@ -33,8 +33,8 @@ def analyse_pair(original: Path, tampered: Path, opts: dict[str, Any], limit: in
                  built: dict[str, Any] | None = None):
     """(result, tampered ImageData, report) for one pair; ImlfError with a one-line reason.
     ``built``: the models ``opts`` name, already loaded (:func:`models`)."""
-    from .. import __version__
-    from ..image import load_image
+    from .._version import __version__
+    from ..io.image import load_image
     from . import make_mask
 
     try:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ImlfError, UnknownDetector
+from ..errors import ImlfError, UnknownDetector
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,7 +103,7 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
 
 def _card_folder():
     # a source checkout or an editable install reads weights/ directly; a wheel has the package data
-    checkout = Path(__file__).resolve().parent.parent / "weights"
+    checkout = Path(__file__).resolve().parents[2] / "weights"
     if (checkout / "README.md").is_file():
         return checkout
     return resources.files("imlforensics._cards")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import DatasetError
-from .image import IMAGE_SUFFIXES
+from ..errors import DatasetError
+from ..io.image import IMAGE_SUFFIXES
 
 NEGATIVE = "Negative"
 

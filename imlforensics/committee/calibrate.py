@@ -7,7 +7,7 @@ For each member (any registered detector) over the dataset's images:
   (``--prior auc``), in percent, as CV-DD's a_i;
 * that threshold (the member's own vote threshold in ``vote`` fusion);
 * a monotone **calibration** from raw map value to the probability that a pixel is tampered
-  (:func:`imlforensics.committee.fit_isotonic`), fitted on the pixels of a fit share of the images
+  (:func:`imlforensics.committee.fusion.fit_isotonic`), fitted on the pixels of a fit share of the images
   and checked on a held-out share (Brier score before and after, written to the file).
 
 Images are split between fit and held-out shares deterministically by a hash of their path.
@@ -25,10 +25,10 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from . import __version__
-from .committee import fit_isotonic
-from .datasets import Sample, read_mask
-from .errors import ImlfError, NotApplicable
+from .._version import __version__
+from ..errors import ImlfError, NotApplicable
+from ..evaluation.datasets import Sample, read_mask
+from .fusion import fit_isotonic
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
@@ -84,7 +84,7 @@ def calibrate(samples: list[Sample], members: dict[str, Callable[[Path], np.ndar
     ``members`` maps a name to a function giving the member's raw map for an image path (raising
     NotApplicable when it abstains, ImlfError when the image fails).
     """
-    from .metrics import auc as auc_metric
+    from ..evaluation.metrics import auc as auc_metric
 
     if prior_metric not in ("f1", "auc"):
         raise ValueError("prior must be f1 or auc")

@@ -36,7 +36,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp"}

@@ -1,7 +1,7 @@
 """Whole-directory runs for ``imlf ensemble``: workers, a resumable ledger, shards and a summary.
 
 * With one job the detector runs in this process while threads decode the next image and write
-  the previous one's outputs (:func:`imlforensics.pipeline.detect_stream`). With ``jobs`` > 1,
+  the previous one's outputs (:func:`imlforensics.runs.detect.detect_stream`). With ``jobs`` > 1,
   each worker process builds the detector once, with one BLAS/OpenMP/torch thread, and analyses
   the images handed to it.
 * The ledger ``<out>/ledger.jsonl`` gets one line per finished image, appended and flushed to disk
@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import ImlfError
+from ..errors import ImlfError
 
 LEDGER = "ledger.jsonl"
 SUMMARY = "summary.csv"
@@ -68,7 +68,7 @@ def read_ledger(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def remove_stale_temporaries(out_dir: Path, stems: Iterable[str]) -> int:
     """Delete the temporary files an interrupted run left for the outputs of these ``stems``
-    (``.<stem>.<kind>.<random>.tmp``, see :func:`imlforensics.outputs.write_atomic`); other
+    (``.<stem>.<kind>.<random>.tmp``, see :func:`imlforensics.io.outputs.write_atomic`); other
     files, such as those of another shard writing into the same folder, are left alone."""
     prefixes = tuple(f".{stem}." for stem in stems)
     n = 0
@@ -128,7 +128,7 @@ def _stream_args(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one(item: tuple[str, str]) -> dict[str, Any]:
-    from .pipeline import detect_file
+    from .detect import detect_file
 
     path, stem = item
     job = _WORKER["job"]
@@ -144,7 +144,7 @@ def run_batch(items: list[tuple[str, str]], factory: Callable[[], Any], job: dic
     """Yield one result per (image, stem) as images finish. ``factory`` builds the detector (in
     each worker); with one job, an already built ``detector`` is used as it is."""
     if jobs <= 1:
-        from .pipeline import detect_stream
+        from .detect import detect_stream
 
         pairs = [(Path(p), stem) for p, stem in items]
         det = detector if detector is not None else factory()

@@ -3,7 +3,7 @@
 ``load_detector("committee", members="ela,noise,dq", priors="priors.json", voter="prior",
 temperature=5, fusion="logit")``. Each member's raw map is calibrated with the curve
 ``imlf calibrate`` measured, weighted by ``softmax(prior / T)`` (or equally) and fused
-(:mod:`imlforensics.committee`). A member that does not apply to an image (``dq`` on a PNG) or
+(:mod:`imlforensics.committee.fusion`). A member that does not apply to an image (``dq`` on a PNG) or
 cannot run at all (a deep model without weights) abstains; the weights are renormalised over the
 members that voted and the output lists them. Without ``priors`` the file shipped with the package
 for the classical committee is used (measured on CASIA v1, see README).
@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .committee import Calibration, fuse, member_weights
-from .detectors.base import Detector
-from .errors import ImlfError, NotApplicable
-from .image import ImageData
-from .registry import load_detector, register_detector
+from ..detectors.base import Detector
+from ..detectors.registry import load_detector, register_detector
+from ..errors import ImlfError, NotApplicable
+from ..io.image import ImageData
+from .fusion import Calibration, fuse, member_weights
 
-DEFAULT_PRIORS = Path(__file__).parent / "data" / "priors-classical.json"
+DEFAULT_PRIORS = Path(__file__).parent / "priors-classical.json"
 
 
 @register_detector
@@ -41,7 +41,7 @@ class Committee(Detector):
     def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None, voter: str = "prior",
                  temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto"):
         from .calibrate import read_priors
-        from .committee import FUSIONS, VOTERS
+        from .fusion import FUSIONS, VOTERS
 
         if voter not in VOTERS or fusion not in FUSIONS or float(temperature) <= 0:
             raise ValueError(f"voter must be {'/'.join(VOTERS)}, fusion {'/'.join(FUSIONS)}, temperature > 0")
@@ -102,6 +102,6 @@ class Committee(Detector):
 
 
 def _is_deep(name: str) -> bool:
-    from .registry import detector_class
+    from ..detectors.registry import detector_class
 
     return detector_class(name).kind == "deep"

@@ -9,9 +9,17 @@ from typing import Any, Optional
 
 import typer
 
-from .cli import EXIT_FAILED, _escape, _progress, _report_failure, err, fail, parse_count
-from .errors import ImlfError
-from .image import DEFAULT_MAX_PIXELS
+from ..errors import ImlfError
+from ..io.image import DEFAULT_MAX_PIXELS
+from .common import (
+    EXIT_FAILED,
+    err,
+    escape,
+    fail,
+    parse_count,
+    progress,
+    report_failure,
+)
 
 
 def make_mask_command(
@@ -31,8 +39,8 @@ def make_mask_command(
 ) -> None:
     """The mask of an edit from the original and the tampered copy (registration, detail and tone
     matching, change detection), for one pair or a dataset of pairs."""
-    from .makemask.dataset import match_folders, read_pairs_csv
-    from .makemask.work import models
+    from ..makemask.dataset import match_folders, read_pairs_csv
+    from ..makemask.work import models
 
     limit = parse_count(max_pixels)
     inputs = inputs or []
@@ -56,11 +64,11 @@ def make_mask_command(
         else:
             raise fail("give ORIGINAL TAMPERED (two images or two folders), or --pairs CSV")
     except ImlfError as exc:
-        raise fail(_escape(str(exc)))
+        raise fail(escape(str(exc)))
     if output is not None:
         raise fail("-o/--output names the mask of one pair; a dataset goes to --out")
     for name in unmatched:
-        _report_failure(name, "no original with this name", json_out)
+        report_failure(name, "no original with this name", json_out)
     _batch(todo, out_dir, overwrite, json_out, jobs, sr_opts, limit, failed=len(unmatched))
 
 
@@ -73,9 +81,9 @@ def _summary_line(report: dict[str, Any]) -> str:
 
 def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Optional[Path], overwrite: bool,
          json_out: bool, sr_opts: dict[str, Any], limit: int | None) -> None:
-    from .makemask.dataset import OUTPUT_SUFFIXES, mask_png, write_outputs
-    from .makemask.work import analyse_pair
-    from .outputs import check_writable_dir, write_atomic
+    from ..io.outputs import check_writable_dir, write_atomic
+    from ..makemask.dataset import OUTPUT_SUFFIXES, mask_png, write_outputs
+    from ..makemask.work import analyse_pair
 
     if output is None and out_dir is None:
         out_dir = Path("imlf-out")
@@ -94,7 +102,7 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
                 if target.exists() and not overwrite:
                     raise ImlfError(f"{target} exists (use --overwrite to replace it)")
     except ImlfError as exc:
-        raise fail(_escape(str(exc)))
+        raise fail(escape(str(exc)))
     try:
         res, t, report = analyse_pair(original, tampered, sr_opts, limit)
         if output is not None:
@@ -104,26 +112,26 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
             report["outputs"] = {**report.get("outputs", {}),
                                  **write_outputs(res, t.pixels, out_dir, tampered.stem, overwrite, report)}
     except ImlfError as exc:
-        _report_failure(str(tampered), str(exc), json_out)
+        report_failure(str(tampered), str(exc), json_out)
         raise typer.Exit(EXIT_FAILED)
     for w in res.warnings:
-        err.print(f"[yellow]imlf: warning:[/] {_escape(w)}", soft_wrap=True)
+        err.print(f"[yellow]imlf: warning:[/] {escape(w)}", soft_wrap=True)
     if json_out:
         sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
     else:
         where = output if output is not None else out_dir
-        err.print(f"{_escape(tampered.name)}: {_summary_line(report)}; written to {_escape(str(where))}", soft_wrap=True)
+        err.print(f"{escape(tampered.name)}: {_summary_line(report)}; written to {escape(str(where))}", soft_wrap=True)
 
 
 def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int, sr_opts: dict[str, Any],
            limit: int | None, failed: int = 0) -> None:
-    from .makemask.dataset import DatasetWriter, unique_stems
-    from .makemask.work import run_pairs
+    from ..makemask.dataset import DatasetWriter, unique_stems
+    from ..makemask.work import run_pairs
 
     try:
         writer = DatasetWriter(out_dir, overwrite)
     except ImlfError as exc:
-        raise fail(_escape(str(exc)))
+        raise fail(escape(str(exc)))
     stems = unique_stems(todo)
     ready = []
     for pair in todo:
@@ -133,12 +141,12 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
         except ImlfError as exc:
             failed += 1
             writer.fail(pair, str(exc))
-            _report_failure(str(pair.tampered), str(exc), json_out)
+            report_failure(str(pair.tampered), str(exc), json_out)
     by_key = {(str(p.original), str(p.tampered)): p for p in ready}
     results = run_pairs(list(by_key), jobs, sr_opts, limit)
     done = 0
     try:
-        with _progress(len(ready), json_out) as advance:
+        with progress(len(ready), json_out) as advance:
             for original, tampered, mask, report, error in results:
                 pair = by_key[(original, tampered)]
                 if error is None:
@@ -146,7 +154,7 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
                         writer.add(pair, stems[pair], mask, report)
                         done += 1
                         for w in report["warnings"]:
-                            err.print(f"[yellow]imlf: warning:[/] {_escape(tampered)}: {_escape(w)}", soft_wrap=True)
+                            err.print(f"[yellow]imlf: warning:[/] {escape(tampered)}: {escape(w)}", soft_wrap=True)
                         if json_out:
                             sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
                             sys.stdout.flush()
@@ -155,11 +163,11 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
                 if error is not None:
                     failed += 1
                     writer.fail(pair, error)
-                    _report_failure(tampered, error, json_out)
+                    report_failure(tampered, error, json_out)
                 advance()
     finally:
         writer.close()
-    err.print(f"done {done}, failed {failed}; dataset in {_escape(str(out_dir))} "
+    err.print(f"done {done}, failed {failed}; dataset in {escape(str(out_dir))} "
               f"(dataset.json{', failed.csv' if failed else ''})", soft_wrap=True)
     if failed:
         raise typer.Exit(EXIT_FAILED)

@@ -1,4 +1,4 @@
-"""Run a detector (or read saved maps) over a dataset and score it with :mod:`imlforensics.metrics`."""
+"""Run a detector (or read saved maps) over a dataset and score it with :mod:`imlforensics.evaluation.metrics`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..errors import ImlfError
 from .datasets import Sample, read_mask
-from .errors import ImlfError
 
 
 @dataclass
@@ -42,7 +42,7 @@ class DetectorSource:
     """Runs a registered detector on each sample's image."""
 
     def __init__(self, name: str, **options):
-        from .registry import load_detector
+        from ..detectors.registry import load_detector
 
         self.name, self.options = name, options
         self.detector = load_detector(name, **options)
@@ -135,7 +135,7 @@ def run(samples: list[Sample], factory: Callable[[], Source], threshold: float =
 
 
 def summarize(records: Iterable[ImageRecord], threshold: float) -> dict:
-    """Dataset-level figures from per-image records (see :mod:`imlforensics.metrics`)."""
+    """Dataset-level figures from per-image records (see :mod:`imlforensics.evaluation.metrics`)."""
     from .metrics import auc, balanced_accuracy
 
     recs = list(records)

@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from .cli import EXIT_FAILED, _escape, _progress, err, fail
-from .errors import ImlfError
+from ..errors import ImlfError
+from .common import EXIT_FAILED, err, escape, fail, progress
 
 
 def calibrate_command(
@@ -25,10 +25,10 @@ def calibrate_command(
     json_out: bool = typer.Option(False, "--json", help="Also print the priors document on stdout."),
 ) -> None:
     """Run each member over a labelled dataset: prior, threshold and calibration curve per member."""
-    from .calibrate import calibrate, iter_names, priors_document, split_half
-    from .datasets import load_dataset
-    from .outputs import json_bytes, write_atomic
-    from .registry import canonical_name, load_detector
+    from ..committee.calibrate import calibrate, iter_names, priors_document, split_half
+    from ..detectors.registry import canonical_name, load_detector
+    from ..evaluation.datasets import load_dataset
+    from ..io.outputs import json_bytes, write_atomic
 
     if prior not in ("f1", "auc"):
         raise fail("--prior must be f1 or auc")
@@ -44,25 +44,25 @@ def calibrate_command(
             raise ImlfError(f"{out} exists (use --overwrite to replace it)")
         detectors = {n: load_detector(n) for n in names}
     except ImlfError as exc:
-        raise fail(_escape(str(exc)))
+        raise fail(escape(str(exc)))
     runners = {n: (lambda path, d=d: d.predict(path).heatmap) for n, d in detectors.items()}
-    with _progress(len(samples), json_out) as advance:
+    with progress(len(samples), json_out) as advance:
         try:
             members = calibrate(samples, runners, prior, heldout, progress=advance)
         except ImlfError as exc:
-            raise fail(_escape(str(exc)), EXIT_FAILED)
+            raise fail(escape(str(exc)), EXIT_FAILED)
     label = f"{dataset}" + (f" (half {half})" if half is not None else "")
     doc = priors_document(label, members, {n: d.version for n, d in detectors.items()}, prior, len(samples))
     try:
         write_atomic(out, json_bytes(doc), overwrite)
     except ImlfError as exc:
-        raise fail(_escape(str(exc)), EXIT_FAILED)
+        raise fail(escape(str(exc)), EXIT_FAILED)
     for n, m in members.items():
         h = m["heldout"]
         err.print(f"{n:10s} prior {m['prior']:6.2f}  F1 {m['f1_best_fixed']:.3f} at {m['threshold']:.2f}  "
                   f"AUC {m['auc']:.3f}  held-out Brier {h.get('brier_raw', float('nan')):.4f} -> "
                   f"{h.get('brier_calibrated', float('nan')):.4f}", soft_wrap=True)
-    err.print(f"priors written to {_escape(str(out))}")
+    err.print(f"priors written to {escape(str(out))}")
     if json_out:
         sys.stdout.write(json.dumps(doc) + "\n")
 
@@ -88,12 +88,20 @@ def ensemble_command(
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
 
-    from .batch import Ledger, in_shard, parse_shard, read_ledger, remove_stale_temporaries, run_batch, summary_csv
-    from .cli import _report_failure
-    from .image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-    from .inputs import expand_inputs, output_stems
-    from .outputs import check_writable_dir, write_atomic
-    from .registry import load_detector
+    from ..detectors.registry import load_detector
+    from ..io.image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+    from ..io.inputs import expand_inputs, output_stems
+    from ..io.outputs import check_writable_dir, write_atomic
+    from ..runs.batch import (
+        Ledger,
+        in_shard,
+        parse_shard,
+        read_ledger,
+        remove_stale_temporaries,
+        run_batch,
+        summary_csv,
+    )
+    from .common import report_failure
 
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
             "fusion": fusion, "save_members": save_members, "device": device}
@@ -102,14 +110,14 @@ def ensemble_command(
         committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
     except ImlfError as exc:
-        raise fail(_escape(str(exc)))
+        raise fail(escape(str(exc)))
     files, problems = expand_inputs(inputs, recursive=True)
     for arg, reason in problems:
-        _report_failure(arg, reason, json_lines)
+        report_failure(arg, reason, json_lines)
     skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
                if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if skipped:
-        err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {_escape(str(skipped[0]))})")
+        err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {escape(str(skipped[0]))})")
     files = [f for f in files if in_shard(f, share)]
     done = read_ledger(out_dir) if resume else {}
     stems = output_stems(files)
@@ -124,7 +132,7 @@ def ensemble_command(
     rows = [{"image": k, "status": "done", "record": v.get("summary", {})} for k, v in done.items()]
     failed = len(problems)
     try:
-        with _progress(len(todo), json_lines) as advance:
+        with progress(len(todo), json_lines) as advance:
             for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts), job, jobs,
                                  committee if jobs <= 1 else None):
                 rec = res.get("record")
@@ -136,7 +144,7 @@ def ensemble_command(
                         sys.stdout.flush()
                 else:
                     failed += 1
-                    _report_failure(res["image"], res["error"], json_lines)
+                    report_failure(res["image"], res["error"], json_lines)
                 rows.append(res)
                 advance()
     finally:
@@ -148,6 +156,6 @@ def ensemble_command(
     flagged = sum(1 for r in rows if (r.get("record") or {}).get("score", 0) is not None
                   and (r.get("record") or {}).get("score", 0) >= threshold)
     err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
-              f"(score >= {threshold}); summary in {_escape(str(out_dir / 'summary.csv'))}")
+              f"(score >= {threshold}); summary in {escape(str(out_dir / 'summary.csv'))}")
     if failed:
         raise typer.Exit(EXIT_FAILED)

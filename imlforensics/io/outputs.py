@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import OutputError
+from ..errors import OutputError
 
 OUTPUT_SUFFIXES = {
     "heatmap": ".heatmap.png",

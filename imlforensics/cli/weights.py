@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import EXIT_FAILED, _escape, err, fail, out
-from .errors import ImlfError, UnknownDetector
+from ..errors import ImlfError, UnknownDetector
+from .common import EXIT_FAILED, err, escape, fail, out
 
 app = typer.Typer(no_args_is_help=True, help="Manage deep-model weights (cached in the user's cache folder).")
 
@@ -23,7 +23,7 @@ def _run(action, *args, **kwargs):
     except UnknownDetector as exc:
         raise fail(str(exc))
     except ImlfError as exc:
-        raise fail(_escape(str(exc)), EXIT_FAILED)
+        raise fail(escape(str(exc)), EXIT_FAILED)
 
 
 @app.command("import")
@@ -34,14 +34,14 @@ def import_(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the file against the official SHA-256 when the model card pins one."),
 ) -> None:
     """Convert the authors' checkpoint to safetensors in the cache, never executing code from it."""
-    from .weights import import_weights, sidecar
+    from ..weights import import_weights, sidecar
 
     path = _run(import_weights, model, file, overwrite=overwrite, verify=verify)
     info = sidecar(model)
     for note in info.get("notes", []):
-        err.print(f"imlf: {_escape(note)}")
+        err.print(f"imlf: {escape(note)}")
     err.print(f"imported {info.get('keys')} tensors ({info.get('parameters', 0) / 1e6:.2f} M parameters) "
-              f"into {_escape(str(path))}")
+              f"into {escape(str(path))}")
 
 
 @app.command()
@@ -53,12 +53,12 @@ def pull(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace weights already cached for this model."),
 ) -> None:
     """Download converted safetensors from the Hugging Face Hub (HF_ENDPOINT, HF_HUB_OFFLINE, HF_HOME, HF_TOKEN apply)."""
-    from .weights import pull_weights, sidecar
+    from ..weights import pull_weights, sidecar
 
     path = _run(pull_weights, model, repo=repo, revision=revision, filename=filename, overwrite=overwrite)
     src = sidecar(model).get("source", {})
     check = "hash verified against the card" if src.get("hash_pinned") else "no hash pinned by the card"
-    err.print(f"pulled {src.get('repo')}/{src.get('file')}@{src.get('revision')} ({check}) into {_escape(str(path))}")
+    err.print(f"pulled {src.get('repo')}/{src.get('file')}@{src.get('revision')} ({check}) into {escape(str(path))}")
 
 
 @app.command()
@@ -68,7 +68,7 @@ def push(
     private: bool = typer.Option(False, "--private", help="Create the repo as private."),
 ) -> None:
     """Upload the cached safetensors and a model card to a Hub repo (refused when the license forbids it)."""
-    from .weights import push_weights
+    from ..weights.hub import push_weights
 
     url = _run(push_weights, model, repo, private=private)
     err.print(f"pushed {model} to {url}")
@@ -77,7 +77,7 @@ def push(
 @app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """Every deep model and whether its weights are cached."""
-    from .weights import list_weights
+    from ..weights.cache import list_weights
 
     rows = list_weights()
     if json_out:
@@ -95,8 +95,8 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON instea
 @app.command()
 def path(model: Optional[str] = typer.Argument(None, help="Model name; without it, the cache folder.")) -> None:
     """Print where weights are cached (the folder, or one model's safetensors file)."""
-    from .cards import load_card
-    from .weights import cache_root, cached_weights, missing_message
+    from ..weights.cache import cache_root, cached_weights, missing_message
+    from ..weights.cards import load_card
 
     if model is None:
         sys.stdout.write(f"{cache_root() / 'weights'}\n")
@@ -104,16 +104,16 @@ def path(model: Optional[str] = typer.Argument(None, help="Model name; without i
     card = _run(load_card, model)
     found = cached_weights(model)
     if found is None:
-        raise fail(_escape(missing_message(card)), EXIT_FAILED)
+        raise fail(escape(missing_message(card)), EXIT_FAILED)
     sys.stdout.write(f"{found}\n")
 
 
 @app.command()
 def remove(model: str = typer.Argument(..., help="Model name.")) -> None:
     """Delete a model's cached weights."""
-    from .weights import remove_weights, weights_dir
+    from ..weights.cache import remove_weights, weights_dir
 
     if _run(remove_weights, model):
-        err.print(f"removed {_escape(str(weights_dir(model)))}")
+        err.print(f"removed {escape(str(weights_dir(model)))}")
     else:
         err.print(f"imlf: no cached weights for {model}")

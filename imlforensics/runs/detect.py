@@ -9,11 +9,11 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import __version__
-from .detectors.base import Detector, Prediction
-from .errors import NotApplicable, OutputError
-from .image import DEFAULT_MAX_PIXELS, ImageData, load_image
-from .outputs import (
+from .._version import __version__
+from ..detectors.base import Detector, Prediction
+from ..errors import NotApplicable, OutputError
+from ..io.image import DEFAULT_MAX_PIXELS, ImageData, load_image
+from ..io.outputs import (
     OutputPaths,
     components,
     heatmap_u8,

@@ -1,15 +1,17 @@
 """Name -> detector registry, in the spirit of timm's ``create_model``.
 
 Detector modules register their class with :func:`register_detector`; users call
-:func:`load_detector` with a name and keyword options.
+:func:`load_detector` with a name and keyword options. The registry loads nothing itself: the
+package root imports :mod:`imlforensics.detectors` and :mod:`imlforensics.committee`, whose
+modules register the built-in detectors, before any of these functions can run.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from .detectors.base import Detector
-from .errors import UnknownDetector
+from ..errors import UnknownDetector
+from .base import Detector
 
 # The detector `imlf detect` uses when none is named: the best classical detector measured by
 # benchmarks/compare_pyifd.py on CASIA v1 (see README.md). It needs a JPEG file, so inputs it does
@@ -34,12 +36,7 @@ def register_detector(cls: D) -> D:
     return cls
 
 
-def _ensure_loaded() -> None:
-    from . import detectors  # noqa: F401  (importing registers the built-in detectors)
-
-
 def canonical_name(name: str) -> str:
-    _ensure_loaded()
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in _DETECTORS:
@@ -63,5 +60,4 @@ def detector_class(name: str) -> type[Detector]:
 
 def list_detectors() -> list[type[Detector]]:
     """All registered detector classes, sorted by name."""
-    _ensure_loaded()
     return [_DETECTORS[k] for k in sorted(_DETECTORS)]
