@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# ../shared next to the checkout (CI); IMLF_SHARED overrides it (a git worktree elsewhere)
+SHARED = Path(os.environ["IMLF_SHARED"]) if os.environ.get("IMLF_SHARED") else ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights"
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -49,6 +53,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    """../shared/weights (the authors' real Noiseprint weights and demo outputs), or skip."""
+    if not SHARED_WEIGHTS.is_dir():
+        pytest.skip("../shared/weights is absent")
+    return SHARED_WEIGHTS
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, np.ndarray] = field(default_factory=dict)  # extra maps in [0, 1] (a committee's agreement, ...)
+    raw: dict[str, np.ndarray] = field(default_factory=dict)  # extra float arrays for --save-raw (Noiseprint's residual)
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """Boolean mask of pixels whose heat is at or above ``threshold``."""
@@ -55,6 +56,7 @@ class Detector:
         heatmap = _checked_heatmap(heatmap, img, self.name)
         notes = list(img.notes) + list(extras.pop("notes", []))
         layers = extras.pop("_layers", {})
+        raw = extras.pop("_raw", {})
         return Prediction(
             heatmap=heatmap,
             score=float(np.clip(score, 0.0, 1.0)),
@@ -64,6 +66,7 @@ class Detector:
             notes=notes,
             extras=extras,
             layers=layers,
+            raw=raw,
         )
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:

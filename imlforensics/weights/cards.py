@@ -44,7 +44,8 @@ class ModelCard:
     hub: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
     postprocess: dict[str, Any] = field(default_factory=dict)
-    # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone)
+    # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone);
+    # "noise-residual": a network run by its own detector module (Noiseprint, Noiseprint++)
     kind: str = "detector"
 
     @property
@@ -81,7 +82,7 @@ class ModelCard:
 
 
 _REQUIRED = ("name", "summary", "paper", "architecture", "license", "redistribution", "training")
-KINDS = ("detector", "super-resolution", "features")
+KINDS = ("detector", "super-resolution", "features", "noise-residual")
 
 
 def parse_card(text: str, source: str = "<card>") -> ModelCard:

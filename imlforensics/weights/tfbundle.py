@@ -18,7 +18,6 @@ model fingerprint", IEEE TIFS 2019), which the authors publish as TensorFlow 1 c
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
