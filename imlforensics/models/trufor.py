@@ -30,6 +30,12 @@ At inference (grad mode off) each all-MLP head is evaluated in a folded form tha
 numbers with far fewer operations: a per-scale linear layer, bilinear upsampling and the 1x1 fusion
 convolution are all linear, so each scale's linear layer is merged with its slice of the fusion
 convolution and applied at its own resolution before upsampling, and the BatchNorm is folded in.
+Folded weights are derived from the live parameters and recomputed whenever those change.
+Noiseprint++ runs layer by layer as the authors' code does (folding its BatchNorms into the
+convolutions is 1.25x faster on CPU but moves its float32 rounding enough that, through a network
+with random weights, maps differ from the reference by 1e-3); on images larger than ``npp_tile``
+squared it runs in tiles with 17 pixels of context (its receptive field's radius, so the result
+is the same), which bounds its memory.
 """
 
 from __future__ import annotations
@@ -46,6 +52,30 @@ MIT_HEADS = (1, 2, 5, 8)
 SR_RATIOS = (8, 4, 2, 1)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NPP_CONTEXT = 17  # Noiseprint++'s receptive-field radius: 17 levels of 3x3 convolutions
+
+
+def _param_key(module: nn.Module) -> tuple:
+    return tuple((t.data_ptr(), t._version) for t in list(module.parameters()) + list(module.buffers()))
+
+
+def tiled(fn, x: torch.Tensor, tile: int, context: int) -> torch.Tensor:
+    """``fn`` (a fully convolutional map with receptive-field radius <= ``context``) applied to
+    ``tile`` x ``tile`` windows of ``x`` with ``context`` pixels around each: the same result as
+    ``fn(x)``, with memory bounded by the window."""
+    h, w = x.shape[-2:]
+    if h * w <= tile * tile:
+        return fn(x)
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            ya, xa = max(0, y0 - context), max(0, x0 - context)
+            part = fn(x[..., ya:min(h, y0 + tile + context), xa:min(w, x0 + tile + context)])
+            if out is None:
+                out = part.new_empty(part.shape[:2] + (h, w))
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            out[..., y0:y1, x0:x1] = part[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return out
 
 
 # ------------------------------------------------------------------ cross-modal fusion (CMX)
@@ -213,7 +243,7 @@ class MLPDecoder(nn.Module):
     def _fold(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per scale, (linear then its slice of the fusion conv then BatchNorm) as one (embed, C_i)
         matrix, and one bias; recomputed whenever a parameter or buffer changed."""
-        key = tuple((t.data_ptr(), t._version) for t in list(self.parameters()) + list(self.buffers()))
+        key = _param_key(self)
         if self._folded_key != key:
             conv, bn = self.linear_fuse[0], self.linear_fuse[1]
             gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -276,10 +306,13 @@ class TruFor(nn.Module):
         self.dncnn = noiseprint_pp()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.npp_tile = 1024
 
     def noiseprint(self, x: torch.Tensor) -> torch.Tensor:
         """Noiseprint++ of RGB / 256: (B, 1, H, W)."""
-        return self.dncnn(x)
+        if torch.is_grad_enabled() or self.dncnn.training:
+            return self.dncnn(x)
+        return tiled(self.dncnn, x, self.npp_tile, NPP_CONTEXT)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = x.shape[-2:]
