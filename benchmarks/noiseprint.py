@@ -55,17 +55,19 @@ def samples(shared: Path, n: int) -> dict[str, list]:
     return {"casia1": pick(tp, n) + pick(au, n // 2), "cocoglide": pick(coco, n), "NC2016_2564": nist}
 
 
-def residual(det, img, cache: Path | None, key: str) -> np.ndarray:
+def residual(det, img, cache: Path | None, key: str, cached_only: bool = False) -> np.ndarray | None:
     f = cache / f"{key}.npy" if cache else None
     if f is not None and f.is_file():
         return np.load(f)
+    if cached_only:
+        return None
     res = det.residual(img)[0]
     if f is not None:
         np.save(f, res)
     return res
 
 
-def accuracy(shared: Path, n: int, cache: Path | None) -> None:
+def accuracy(shared: Path, n: int, cache: Path | None, cached_only: bool = False) -> None:
     from imlforensics.evaluation.evaluate import score_sample, summarize
     from imlforensics.io.image import load_image
 
@@ -74,10 +76,13 @@ def accuracy(shared: Path, n: int, cache: Path | None) -> None:
         dets = {v: detector(net, shared, v) for v in VARIANTS}
         for ds, items in samples(shared, n).items():
             records = {v: [] for v in VARIANTS}
-            one = 0
+            one = done = 0
             for s in items:
                 img = load_image(s.image)
-                res = residual(dets["em"], img, cache, f"{net}__{ds}__{s.image.stem}")
+                res = residual(dets["em"], img, cache, f"{net}__{ds}__{s.image.stem}", cached_only)
+                if res is None:
+                    continue
+                done += 1
                 for v, det in dets.items():
                     t = time.perf_counter()
                     heat, _, extras = det.localize(res, img)
@@ -90,9 +95,10 @@ def accuracy(shared: Path, n: int, cache: Path | None) -> None:
             for v in VARIANTS:
                 summ = summarize(records[v], 0.5)
                 px = summ["pixel"]
-                rows.append((ds, net, v, px["n"], summ["authentic"], px["f1_fixed"], px["f1_best"], px["auc"],
-                             (summ.get("image") or {}).get("auc"), one / len(items)))
-            print(f"# {net} {ds}: {len(items)} images done", file=sys.stderr, flush=True)
+                if done:
+                    rows.append((ds, net, v, px["n"], summ["authentic"], px["f1_fixed"], px["f1_best"], px["auc"],
+                                 (summ.get("image") or {}).get("auc"), one / done))
+            print(f"# {net} {ds}: {done} of {len(items)} images done", file=sys.stderr, flush=True)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     print("| dataset | detector | map | tampered | authentic | F1 @0.5 | F1 best | pixel AUC | image AUC | EM one population |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -154,6 +160,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--cache", type=Path, default=None, help="keep residuals here between runs")
+    ap.add_argument("--cached-only", action="store_true", help="skip images whose residual is not in --cache")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--memory-nets", default="noiseprint")
@@ -165,7 +172,7 @@ def main() -> None:
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
     if not args.no_accuracy:
-        accuracy(args.shared, args.n, args.cache)
+        accuracy(args.shared, args.n, args.cache, args.cached_only)
     if args.speed:
         speed(args.shared)
     if args.memory:

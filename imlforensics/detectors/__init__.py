@@ -6,7 +6,7 @@ The committee (:mod:`imlforensics.committee`) registers itself the same way; the
 imports both, so every detector is registered before ``load_detector`` can be called.
 """
 
-from . import copymove, deep, dq, ela, jpeg_grid, noise  # noqa: F401  (registration)
+from . import copymove, deep, dq, ela, jpeg_grid, noise, noiseprint  # noqa: F401  (registration)
 from .base import Detector, Prediction
 from .registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, list_detectors, load_detector, register_detector
 

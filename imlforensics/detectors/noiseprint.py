@@ -28,8 +28,9 @@ official display shows the map inverted, and the official evaluation picks the p
 against the ground truth, which a detector cannot do. Windows the fit left out get the lowest
 value. The heat is monotone in the official map, so rank measures on its grid are unchanged.
 
-Small images: under about 0.3 MP the EM has few windows and often finds a single population (no
-outliers, or almost no Gaussian). ``small_map="auto"`` (default) then uses a robust local-energy map
+Small images: under about 0.3 MP the EM has few windows and often finds a single population: no
+outliers (share < 1%), or a Gaussian holding fewer windows than its 560 parameters, so that it
+sits on a handful of windows and the outlier class takes the image (all of our CASIA v1 sample). ``small_map="auto"`` (default) then uses a robust local-energy map
 of the residual instead (:func:`energy_map`) and says so in the notes; ``"em"`` keeps the official
 map (all zeros when fewer than 50 windows are valid), ``"energy"`` always uses the energy map.
 
@@ -50,8 +51,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ImlfError
-from ..image import ImageData
-from ..registry import register_detector
+from ..io.image import ImageData
+from .registry import register_detector
 from .base import Detector
 from .deep import resolve_device
 from .noiseprint_blind import BlindResult, blind_map, grid_to_image
@@ -64,7 +65,11 @@ NPP_GAIN = 4.7            # Noiseprint++ residual -> Noiseprint's scale for the 
 SMALL_PIXELS = 300_000
 SMALL_MAPS = ("auto", "em", "energy")
 HEAT_SLOPE, HEAT_CENTRE = 1.0, 3.0  # heat 0.5 at 3 robust SDs above the median window
-DEGENERATE = 0.02         # a population under 2% of the windows: the EM found one population
+# The EM found one population when the outlier class is (almost) empty, or when the Gaussian holds
+# fewer windows than it has parameters (32 means + 528 covariances): then it sits on a handful of
+# windows and the outlier class takes the image (CASIA v1's 0.1 MP images: 2.5% Gaussian, 18 windows).
+MIN_OUTLIER_SHARE = 0.01
+GAUSSIAN_PARAMETERS = 32 + 32 * 33 // 2
 
 # ITU-T T.81 Annex K luminance table (natural order), as the official jpeg_qtableinv uses it
 _STD_LUMA = np.array([
@@ -153,6 +158,12 @@ def run_tiled(net, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     return out
 
 
+def one_population(result: BlindResult) -> bool:
+    """Whether the EM found a single population (see GAUSSIAN_PARAMETERS)."""
+    gaussian = result.valid.sum() * (1.0 - result.outlier_prob)
+    return result.outlier_prob < MIN_OUTLIER_SHARE or gaussian < GAUSSIAN_PARAMETERS
+
+
 def heat_grid(result: BlindResult, slope: float = HEAT_SLOPE, centre: float = HEAT_CENTRE) -> np.ndarray:
     """The official map (Mahalanobis distance per window) as heat in [0, 1]: the robust z-score of
     its logarithm against the valid windows' median and MAD, then ``logistic(slope (z - centre))``.
@@ -236,7 +247,7 @@ class _NoiseprintBase(Detector):
         mode = self.small_map
         result = None if mode == "energy" else blind_map(res * self.gain, self.luma(img))
         small = img.height * img.width < SMALL_PIXELS
-        one = result is None or result.grid is None or not DEGENERATE <= result.outlier_prob <= 1 - DEGENERATE
+        one = result is None or result.grid is None or one_population(result)
         if result is not None:
             extras["em"] = {"valid_windows": int(result.valid.sum()), "windows": int(result.valid.size),
                             "outlier_prob": None if result.grid is None else round(result.outlier_prob, 4),

@@ -65,7 +65,7 @@ def valid_pixels(res: np.ndarray, gray01: np.ndarray) -> np.ndarray:
 def cooccurrence_features(res: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Window features (rows, cols, 512), valid fraction per window, window centres (the official ``getSpamRes``)."""
     th = (QUANT_VALUES[1:] + QUANT_VALUES[:-1]) / 2
-    q = (res[..., None] > th).sum(-1).astype(np.int64)
+    q = (res[..., None] > th).sum(-1, dtype=np.int16)  # 0..3; codes below are 0..255, 256 = invalid
     h, w = q.shape[0] - 4, q.shape[1] - 4
     code_h = sum(q[2:2 + h, p:p + w] << (2 * p) for p in range(4))
     code_v = sum(q[p:p + h, 2:2 + w] << (2 * p) for p in range(4))
@@ -77,7 +77,7 @@ def cooccurrence_features(res: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
 
     def hist(codes: np.ndarray) -> np.ndarray:
         c = codes[:nb0 * BLOCK, :nb1 * BLOCK].reshape(nb0, BLOCK, nb1, BLOCK)
-        idx = (blocks * 257 + c).ravel()
+        idx = (blocks * 257 + c).ravel()  # int64
         return np.bincount(idx, minlength=nb0 * nb1 * 257).reshape(nb0, nb1, 257).astype(np.float32)
 
     spam_h, spam_v = hist(code_h), hist(code_v)
@@ -110,12 +110,10 @@ def blind_map(res: np.ndarray, gray01: np.ndarray, seed: int = 0) -> BlindResult
     if valid.sum() < MIN_VALID:
         return BlindResult(None, valid, range0, range1)
     feats = spam.reshape(-1, spam.shape[2])
-    fit = feats[valid.ravel()]
-    cov = np.cov(fit, rowvar=False, bias=True)
-    eigval, eigvec = np.linalg.eigh(cov)
+    eigval, eigvec = np.linalg.eigh(_covariance(feats[valid.ravel()]))
     order = np.argsort(eigval)[::-1][:COMPONENTS]
     proj = eigvec[:, order] / np.sqrt(eigval[order])
-    feats = feats @ proj
+    feats = np.concatenate([f @ proj for f in _chunks(feats)])  # float64, as float32 @ float64 gives
     fit = feats[valid.ravel()]
     rng = np.random.RandomState(seed)
     best = None
@@ -129,6 +127,21 @@ def blind_map(res: np.ndarray, gray01: np.ndarray, seed: int = 0) -> BlindResult
         nlogl, mahal = model.nlogl(feats)
     return BlindResult(mahal.reshape(valid.shape), valid, range0, range1,
                        float(model.outlier_prob), nlogl.reshape(valid.shape))
+
+
+def _chunks(x: np.ndarray, rows: int = 8192):
+    return (x[i:i + rows] for i in range(0, x.shape[0], rows))
+
+
+def _covariance(x: np.ndarray) -> np.ndarray:
+    """``np.cov(x, rowvar=False, bias=True)`` in float64, accumulated over row chunks (a 12 MP image
+    has 190,000 windows x 512 features: a float64 copy would be 0.8 GB)."""
+    mean = x.mean(axis=0, dtype=np.float64)
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for chunk in _chunks(x):
+        d = chunk.astype(np.float64) - mean
+        cov += d.T @ d
+    return cov / x.shape[0]
 
 
 class _GaussianWithOutliers:

@@ -147,9 +147,12 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
     """
     start = time.perf_counter()
     # extra layers (a committee's agreement and disagreement maps) are checked with the rest
-    # before anything is written
-    layers = {name: paths.json.with_name(paths.json.name[: -len(".json")] + f".{name}.png") for name in pred.layers}
-    _check_targets(list(layers.values()), overwrite, protected | ({img.path.resolve()} if img.path else set()))
+    # before anything is written; with --save-raw, the detector's float arrays (Noiseprint's residual) too
+    base = paths.json.name[: -len(".json")]
+    layers = {name: paths.json.with_name(f"{base}.{name}.png") for name in pred.layers}
+    raws = {name: paths.json.with_name(f"{base}.{name}.npy") for name in pred.raw} if paths.raw is not None else {}
+    _check_targets([*layers.values(), *raws.values()], overwrite,
+                   protected | ({img.path.resolve()} if img.path else set()))
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
     write_atomic(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)), overwrite)
@@ -160,6 +163,9 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
     for name, target in layers.items():
         write_atomic(target, png_bytes(heatmap_u8(pred.layers[name])), overwrite)
         record["outputs"][name] = str(target)
+    for name, target in raws.items():
+        write_atomic(target, npy_bytes(np.asarray(pred.raw[name], dtype=np.float32)), overwrite)
+        record["outputs"][f"{name}_raw"] = str(target)
     record["seconds"] = round(seconds + time.perf_counter() - start, 4)
     write_atomic(paths.json, json_bytes(record), overwrite)
     return record

@@ -218,6 +218,11 @@ def import_weights(name: str, file: Path, overwrite: bool = False, verify: bool 
 
     card = load_card(name)
     file = Path(file)
+    if card.kind == "noise-residual":  # Noiseprint's TensorFlow checkpoints, Noiseprint++'s pickle
+        from .noiseprint import noise_residual_tensors
+
+        tensors, info = noise_residual_tensors(card, file, verify)
+        return _store(card, tensors, info, overwrite)
     digest = sha256_file(file) if file.is_file() else ""
     inner = zip_member(file, card.member) if file.is_file() else None
     if inner is None:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImlfError
 from ..models.dncnn import (
     DnCNN,
     from_tensorflow,
@@ -28,6 +27,7 @@ from ..models.dncnn import (
     noiseprint,
     noiseprint_pp,
 )
+from .cache import WeightsError
 from .tfbundle import CheckpointError, read_checkpoint
 
 QUALITIES = tuple(range(51, 102))
@@ -35,7 +35,7 @@ _NET_DIR = re.compile(r"^net_jpg(\d+)$")
 _PREFIX = re.compile(r"^q(\d+)\.(.+)$")
 
 
-class NoiseprintWeightsError(ImlfError):
+class NoiseprintWeightsError(WeightsError):
     """Noiseprint / Noiseprint++ weights are missing or do not fit the network."""
 
 
@@ -128,6 +128,64 @@ def read_noiseprint_pp(path: str | Path) -> dict[str, np.ndarray]:
         state = {str(k): v.detach().cpu().numpy() for k, v in obj.items()}
     _check_fits(state, noiseprint_pp(), str(path))
     return state
+
+
+# ---------------------------------------------------------------- import into the cache
+
+
+def _verify(file: Path, expected: str, label: str) -> str:
+    from .cache import sha256_file
+
+    digest = sha256_file(file)
+    if expected and digest != expected.lower():
+        raise NoiseprintWeightsError(f"{file}: SHA-256 {digest[:12]}... is not that of the official {label} "
+                                     f"({expected[:12]}...); use --no-verify to import it anyway")
+    return digest
+
+
+def noise_residual_tensors(card, source: str | Path, verify: bool = True) -> tuple[dict, dict]:
+    """What ``imlf weights import`` stores for a ``noise-residual`` card: (torch tensors, sidecar info).
+
+    ``noiseprint``: ``source`` is a folder of ``net_jpgQ`` checkpoints (the authors' ``nets``
+    folder or one holding some of its sub-folders) or one ``model.index``; with ``verify`` each
+    file's SHA-256 must be the card's. ``noiseprint++``: ``source`` is ``noiseprint++.th``."""
+    import torch
+
+    source = Path(source)
+    if card.name == "noiseprint":
+        if source.is_dir():
+            folders = checkpoint_folders(source)
+        elif source.name == "model.index" and _NET_DIR.match(source.parent.name):
+            folders = {int(_NET_DIR.match(source.parent.name).group(1)): source.parent}
+        else:
+            folders = {}
+        if not folders:
+            raise NoiseprintWeightsError(f"{source}: expected a folder of net_jpgQ/model.index checkpoints "
+                                         "(Q = 51..101), as in grip-unina/noiseprint's noiseprint/nets")
+        pinned = card.official.get("files_sha256", {})
+        digests = {}
+        for q, folder in folders.items():
+            for name in ("model.index", "model.data-00000-of-00001"):
+                key = f"net_jpg{q}/{name}"
+                if verify and not (folder / name).is_file():
+                    raise NoiseprintWeightsError(f"{folder / name}: no such file")
+                digests[key] = _verify(folder / name, pinned.get(key, "") if verify else "", key)
+        bank = {q: convert_noiseprint_checkpoint(f / "model.index") for q, f in folders.items()}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bank_to_flat(bank).items()}
+        info = {"source": {"kind": "import", "file": str(source.name), "qualities": sorted(bank),
+                           "sha256": digests, "official_hash_checked": bool(verify)}, "notes": []}
+        missing = [q for q in QUALITIES if q not in bank]
+        if missing:
+            info["notes"].append(f"{len(bank)} of 51 networks imported; images of other JPEG qualities use the "
+                                 "nearest imported quality")
+        return tensors, info
+    digest = _verify(source, card.official_sha256 if verify else "", card.name) if source.is_file() else ""
+    state = read_noiseprint_pp(source)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+    info = {"source": {"kind": "import", "file": source.name, "sha256": digest,
+                       "official_hash_checked": bool(verify and card.official_sha256)},
+            "notes": ["took 'network', left behind: global_step"] if source.suffix == ".th" else []}
+    return tensors, info
 
 
 # ---------------------------------------------------------------- networks for the detectors

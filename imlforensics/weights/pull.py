@@ -24,7 +24,7 @@ from typing import Any
 
 from .cache import SIDECAR_FILE, WeightsError, cache_root, cached_weights, weights_dir
 from .cards import ModelCard, load_card
-from .convert import _store, import_weights
+from .convert import import_weights
 from .hub import pull_weights
 from .sources import (DownloadError, LicenseNotAccepted, Progress, Source, fetch_url_source, license_accepted,
                       license_notice, parse_sources, record_acceptance)
@@ -94,30 +94,10 @@ def _pull_url(card: ModelCard, src: Source, overwrite: bool, progress: Progress 
     pinned = bool(src.sha256 or src.md5)
     origin = {"kind": "download", "url": src.url if not src.files else src.url.split("{file}")[0],
               "files": len(src.files) or 1, "hash_pinned": pinned}
-    if got.is_dir():
-        path = _import_folder(card, got, overwrite, origin)
-    else:
-        path = import_weights(card.name, got, overwrite=overwrite, verify=True)
-        _add_origin(card.name, origin)
+    path = import_weights(card.name, got, overwrite=overwrite, verify=True)  # a folder: Noiseprint's networks
+    _add_origin(card.name, origin)
     shutil.rmtree(folder, ignore_errors=True)
     return path
-
-
-def _import_folder(card: ModelCard, folder: Path, overwrite: bool, origin: dict[str, Any]) -> Path:
-    """A folder of the authors' TensorFlow checkpoints (Noiseprint's ``net_jpgQ``), converted by
-    :mod:`.noiseprint` into the cache (keys ``q<Q>.<DnCNN key>``)."""
-    import torch
-
-    from .noiseprint import bank_to_flat, read_noiseprint_folder
-
-    if card.kind != "noise-residual":
-        raise WeightsError(f"{card.name}: a folder of checkpoints is only known for Noiseprint")
-    try:
-        flat = bank_to_flat(read_noiseprint_folder(folder))
-    except Exception as exc:  # a damaged checkpoint: its reader's one-line error
-        raise WeightsError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    tensors = {k: torch.from_numpy(v.copy()) for k, v in flat.items()}
-    return _store(card, tensors, {"source": origin, "notes": []}, overwrite)
 
 
 def _add_origin(name: str, origin: dict[str, Any]) -> None:
