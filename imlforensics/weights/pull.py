@@ -81,7 +81,9 @@ def pull(name: str, overwrite: bool = False, accept_license: bool = False, progr
             return _pull_url(card, src, overwrite, progress)
         except LicenseNotAccepted:
             raise
-        except (DownloadError, WeightsError) as exc:
+        except DownloadError as exc:  # its message names the URL
+            failures.append(str(exc))
+        except WeightsError as exc:  # a Hub error or a file that does not convert
             failures.append(f"{src.label()}: {exc}")
     raise WeightsError(f"no source gave the weights of {card.name}: " + " | ".join(failures))
 
