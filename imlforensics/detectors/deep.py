@@ -159,8 +159,9 @@ class DeepDetector(Detector):
         if head and len(scores) > 1:
             notes.append(f"image score: the largest of the detection head's scores over {len(scores)} windows")
         src = self.weights_info.get("source", {})
+        full_res = self.card.preprocess.get("mode") == "full" and len(windows) <= 1
         extras = {"notes": notes, "device": self.device, "precision": "bf16-autocast" if self.half else "fp32",
-                  "tiles": max(1, len(windows)), "input_size": self.size,
+                  "tiles": max(1, len(windows)), "input_size": "full resolution" if full_res else self.size,
                   "image_score": "detection head" if head else "map maximum",
                   "weights": {k: src.get(k) for k in ("kind", "file", "repo", "sha256") if src.get(k)}}
         if layers:
