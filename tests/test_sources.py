@@ -268,9 +268,7 @@ def test_import_takes_the_authors_zip_and_checks_its_md5(env, tmp_path):
 @pytest.mark.skipif(not NOISEPRINT.is_dir(), reason="../shared/weights/noiseprint is absent")
 def test_pull_noiseprint_networks_from_a_multi_file_source(env, server):
     """The noiseprint card's URL pattern and hashes, restricted to the qualities ../shared holds."""
-    import tomllib
-
-    from imlforensics.weights.cards import all_cards
+    from imlforensics.weights.cards import all_cards, tomllib  # tomllib, or tomli on Python 3.10
 
     e, cards = env
     real = all_cards()["noiseprint"]
