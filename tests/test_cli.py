@@ -159,7 +159,7 @@ def test_models_lists_every_detector_with_its_paper():
     r = imlf("models", "--json")
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     classical = {"ela", "noise", "jpeg-grid", "dq", "copymove"}
-    deep = {"mesorch", "mesorch-p", "sparsevit", "iml-vit"}
+    deep = {"mesorch", "mesorch-p", "sparsevit", "iml-vit", "trufor"}
     assert classical | deep <= set(rows)
     assert all(m["paper"] and m["license"] for m in rows.values())
     assert all(rows[n]["kind"] == "classical" and rows[n]["weights"] == "not needed" for n in classical)

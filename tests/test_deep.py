@@ -126,6 +126,38 @@ def test_bad_devices_are_clear_errors(toy):
             cls(weights=path, device="cuda")
 
 
+class HeadToy(torch.nn.Module):
+    """A model with its own predict(): map = red, confidence = 1 - red, score = the map's mean."""
+
+    def predict(self, x: torch.Tensor) -> dict:
+        m = x[:, :1].clamp(0, 1)
+        return {"map": m, "confidence": 1 - m, "score": m.mean((1, 2, 3))}
+
+
+def test_a_model_head_gives_the_image_score_and_layers_also_when_tiled(toy):
+    from dataclasses import replace
+
+    cls, path = toy
+    card = replace(cls.card, preprocess={"mode": "full", "scale": 255, "size": 48},
+                   postprocess={"image_score": "head", "layers": ["confidence"]})
+    head_cls = type("ToyHead", (cls,), {"card": card})
+    rgb = scene()
+    red = rgb[..., 0].astype(np.float32) / 255
+    det = head_cls(weights=path, device="cpu")
+    det.model = HeadToy()
+    pred = det.predict(rgb)
+    assert np.abs(pred.heatmap - red).max() < 1e-6 and np.abs(pred.layers["confidence"] - (1 - red)).max() < 1e-6
+    assert pred.score == pytest.approx(float(red.mean()), abs=1e-6) and pred.score < pred.heatmap.max() - 0.1
+    tiled = head_cls(weights=path, device="cpu", tile=True)
+    tiled.model = HeadToy()
+    pred = tiled.predict(rgb)
+    windows = tiles(*rgb.shape[:2], 48, 0.25)
+    assert len(windows) > 1 and pred.extras["tiles"] == len(windows)
+    assert np.abs(pred.heatmap - red).max() < 1e-5 and np.abs(pred.layers["confidence"] - (1 - red)).max() < 1e-5
+    assert pred.score == pytest.approx(max(float(red[y0:y1, x0:x1].mean()) for y0, x0, y1, x1 in windows), abs=1e-6)
+    assert any("largest of the detection head's scores" in n for n in pred.notes)
+
+
 # ------------------------------------------------------------------ the real models
 
 REAL = sorted(n for n, c in all_cards().items() if c.kind == "detector")
@@ -156,9 +188,21 @@ def test_official_container_imports_and_reproduces_the_direct_forward(name, tmp_
     import_weights(name, src, verify=False)
     det = load_detector(name, device="cpu")
     rgb = np.asarray(Image.open(examples["splice"][0]).convert("RGB"))
+    if card.preprocess.get("mode") == "full":  # full-resolution models: a small crop keeps CPU time low
+        rgb = np.ascontiguousarray(rgb[100:228, 150:310])
     x, meta = preprocess(rgb, card.preprocess)
     with torch.inference_mode():
-        direct = restore(torch.sigmoid(model(torch.from_numpy(x)))[0, 0].numpy(), meta)
-    got = det.predict(rgb).heatmap
-    assert got.shape == rgb.shape[:2]
-    assert np.abs(got - direct).max() < 1e-5
+        t = torch.from_numpy(x)
+        out = model.predict(t) if hasattr(model, "predict") else {"map": torch.sigmoid(model(t))}
+        direct = restore(out["map"][0, 0].numpy(), meta)
+    pred = det.predict(rgb)
+    assert pred.heatmap.shape == rgb.shape[:2]
+    assert np.abs(pred.heatmap - direct).max() < 1e-5
+    if card.postprocess.get("image_score") == "head":  # the detection head's score, not the map's maximum
+        assert pred.score == pytest.approx(float(out["score"][0]), abs=1e-6)
+        assert abs(pred.score - float(pred.heatmap.max())) > 1e-3 and pred.extras["image_score"] == "detection head"
+    else:
+        assert pred.score == pytest.approx(float(pred.heatmap.max()), abs=1e-6)
+    for layer in card.postprocess.get("layers", []):
+        got = pred.layers[layer]
+        assert got.shape == rgb.shape[:2] and np.abs(got - restore(out[layer][0, 0].numpy(), meta)).max() < 1e-5

@@ -47,18 +47,47 @@ def import_(
 @app.command()
 def pull(
     model: str = typer.Argument(..., help="Model name."),
-    repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo OWNER/NAME (default: the model card's mirror)."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (default: the card's, else main)."),
+    repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo OWNER/NAME (default: the sources the model card lists, in order)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit (with --repo or a card without sources; default: the card's, else main)."),
     filename: Optional[str] = typer.Option(None, "--filename", help="File in the repo (default: the card's, else MODEL.safetensors)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace weights already cached for this model."),
+    accept_license: bool = typer.Option(False, "--accept-license", help="Accept the weights' licence terms (asked once per model, remembered in the cache)."),
 ) -> None:
-    """Download converted safetensors from the Hugging Face Hub (HF_ENDPOINT, HF_HUB_OFFLINE, HF_HOME, HF_TOKEN apply)."""
-    from ..weights import pull_weights, sidecar
+    """Download a model's weights from the sources its card lists (a Hub mirror, the authors' repository
+    at a pinned commit, the authors' server), verified against the card's hashes, and convert them.
+    IMLF_OFFLINE / HF_HUB_OFFLINE forbid downloads; HF_ENDPOINT, HF_HOME, HF_TOKEN apply to Hub sources."""
+    from ..weights.pull import check_license, needs_acceptance, pull as pull_model
+    from ..weights.cache import sidecar
+    from ..weights.cards import load_card
+    from ..weights.sources import LicenseNotAccepted
 
-    path = _run(pull_weights, model, repo=repo, revision=revision, filename=filename, overwrite=overwrite)
+    card = _run(load_card, model)
+    if needs_acceptance(card):
+        try:
+            notice = check_license(card, accept_license)
+        except LicenseNotAccepted as exc:
+            for line in str(exc).splitlines()[:-1]:
+                err.print(escape(line))
+            raise fail(f"the licence of {model}'s weights must be accepted first: "
+                       f"run `imlf weights pull {model} --accept-license`")
+        for line in (notice or "").splitlines():
+            err.print(escape(line))
+        err.print(f"licence accepted for {model} (remembered in the cache)")
+    shown: dict[str, int] = {}
+
+    def progress(name: str, done: int, total: Optional[int]) -> None:
+        if name not in shown and (total is None or total > 10e6):  # announce the large files only
+            shown[name] = done
+            size = f"{total / 1e6:.0f} MB" if total else "size unknown"
+            err.print(f"downloading {escape(name)} ({size}) ...")
+
+    path = _run(pull_model, model, overwrite=overwrite, accept_license=accept_license, progress=progress,
+                repo=repo, revision=revision, filename=filename)
     src = sidecar(model).get("source", {})
     check = "hash verified against the card" if src.get("hash_pinned") else "no hash pinned by the card"
-    err.print(f"pulled {src.get('repo')}/{src.get('file')}@{src.get('revision')} ({check}) into {escape(str(path))}")
+    where = (f"{src.get('repo')}/{src.get('file')}@{src.get('revision')}" if src.get("kind") == "hub"
+             else f"{src.get('url')} ({src.get('files', 1)} files)" if src.get("files", 1) > 1 else str(src.get("url")))
+    err.print(f"pulled {escape(where)} ({check}) into {escape(str(path))}")
 
 
 @app.command()

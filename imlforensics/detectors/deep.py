@@ -6,12 +6,15 @@ prepares an image and reads the output; this module only runs that recipe:
 
 1. preprocess the stored pixels exactly as the official pipeline (``models/preprocess.py``);
 2. forward under ``torch.inference_mode()`` (fp32; ``half=True`` runs under bf16 autocast);
-3. sigmoid, then the map is brought back to the image's resolution.
+3. sigmoid (or the model's own ``predict``: TruFor's softmax map, confidence and score), then the
+   map is brought back to the image's resolution.
 
 By default the official behaviour is kept for large images (Mesorch and SparseViT resize them to
 their input size; IML-ViT analyses only the top-left 1024 x 1024 window, and the output says so). ``tile=True`` instead slides windows of the native input size over the full-resolution
 image (overlap ``tile_overlap``) and blends their maps, so a 12-megapixel photo is analysed at its
-own resolution. No model has an image-level head, so the image score is the map's maximum.
+own resolution. The image score is the map's maximum unless the card's ``image_score`` is ``head``
+(TruFor: its detection head's integrity score; with tiles, the largest over the windows). Extra
+maps a model gives (TruFor's confidence) become layers of the prediction.
 """
 
 from __future__ import annotations
@@ -79,48 +82,91 @@ class DeepDetector(Detector):
         self.size = int(self.card.preprocess["size"])
         self._dtype = torch.float16 if self.device == "mps" else torch.bfloat16
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> dict[str, Any]:
+        """One forward pass: ``map`` (S, S) and any named extra maps as float32 arrays, plus
+        ``score`` when the model has an image-level head. A model with a ``predict`` method
+        (TruFor) gives its own probabilities; otherwise the output is a logit map (sigmoid)."""
         import torch
 
         t = torch.from_numpy(x).to(self.device)
         with torch.inference_mode():
             if self.half:
                 with torch.autocast(device_type=self.device.split(":")[0], dtype=self._dtype):
-                    logits = self.model(t)
+                    out = self._run(t)
             else:
-                logits = self.model(t)
-            prob = torch.sigmoid(logits.float())
-        return prob[0, 0].cpu().numpy()
+                out = self._run(t)
+        res: dict[str, Any] = {"layers": {}}
+        for key, value in out.items():
+            if key == "score":
+                res["score"] = float(value.float().reshape(-1)[0])
+            else:
+                arr = value[0, 0].float().cpu().numpy()
+                if key == "map":
+                    res["map"] = arr
+                else:
+                    res["layers"][key] = arr
+        return res
+
+    def _run(self, t: Any) -> dict[str, Any]:
+        import torch
+
+        if hasattr(self.model, "predict"):
+            return self.model.predict(t)
+        return {"map": torch.sigmoid(self.model(t).float())}
+
+    def outputs(self, rgb: np.ndarray) -> dict[str, Any]:
+        """The official pipeline on one uint8 RGB array: ``map`` and ``layers`` (float32, at its
+        resolution) and, for a model with an image-level head, ``score``."""
+        x, meta = preprocess(rgb, self.card.preprocess)
+        self._cropped = meta.cropped
+        res = self._forward(x)
+        res["map"] = restore(res["map"], meta)
+        res["layers"] = {k: restore(v, meta) for k, v in res["layers"].items()}
+        return res
 
     def probability_map(self, rgb: np.ndarray) -> np.ndarray:
         """The official pipeline on one uint8 RGB array: a float32 map at its resolution."""
-        x, meta = preprocess(rgb, self.card.preprocess)
-        self._cropped = meta.cropped
-        return restore(self._forward(x), meta)
+        return self.outputs(rgb)["map"]
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         rgb = img.pixels
         h, w = rgb.shape[:2]
         windows = tiles(h, w, self.size, self.tile_overlap) if self.tile else []
+        scores: list[float] = []
         if len(windows) > 1:
-            acc = np.zeros((h, w), np.float32)
+            acc: dict[str, np.ndarray] = {}
             norm = np.zeros((h, w), np.float32)
             for y0, x0, y1, x1 in windows:
                 wgt = blend_weight(y1 - y0, x1 - x0)
-                acc[y0:y1, x0:x1] += wgt * self.probability_map(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+                res = self.outputs(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+                for key, m in [("map", res["map"])] + list(res["layers"].items()):
+                    acc.setdefault(key, np.zeros((h, w), np.float32))[y0:y1, x0:x1] += wgt * m
                 norm[y0:y1, x0:x1] += wgt
-            heat = acc / norm
+                if "score" in res:
+                    scores.append(res["score"])
+            heat = acc.pop("map") / norm
+            layers = {k: v / norm for k, v in acc.items()}
         else:
-            heat = self.probability_map(rgb)
+            res = self.outputs(rgb)
+            heat, layers = res["map"], res["layers"]
+            if "score" in res:
+                scores.append(res["score"])
         notes = []
         if len(windows) <= 1 and getattr(self, "_cropped", False):
             notes.append(f"as in the official {self.name} pipeline, only the top-left {self.size}x{self.size} "
                          "pixels were analysed (the rest of the map is 0); --tile analyses the whole image")
+        head = str(self.card.postprocess.get("image_score", "max")) == "head" and bool(scores)
+        if head and len(scores) > 1:
+            notes.append(f"image score: the largest of the detection head's scores over {len(scores)} windows")
         src = self.weights_info.get("source", {})
+        full_res = self.card.preprocess.get("mode") == "full" and len(windows) <= 1
         extras = {"notes": notes, "device": self.device, "precision": "bf16-autocast" if self.half else "fp32",
-                  "tiles": max(1, len(windows)), "input_size": self.size,
+                  "tiles": max(1, len(windows)), "input_size": "full resolution" if full_res else self.size,
+                  "image_score": "detection head" if head else "map maximum",
                   "weights": {k: src.get(k) for k in ("kind", "file", "repo", "sha256") if src.get(k)}}
-        return heat, float(heat.max()), extras
+        if layers:
+            extras["_layers"] = layers
+        return heat, float(max(scores)) if head else float(heat.max()), extras
 
     @classmethod
     def weights_status(cls) -> str:

@@ -1,6 +1,6 @@
 """The official pre- and postprocessing of each deep model, driven by its model card.
 
-Two layouts cover the models we ship (see the ``[preprocess]`` table of each card):
+Three layouts cover the models we ship (see the ``[preprocess]`` table of each card):
 
 * ``resize``: the image is resized to ``size`` x ``size`` with OpenCV (the interpolation the
   official pipeline uses, on uint8 pixels as albumentations does), then normalised; the model's
@@ -10,6 +10,10 @@ Two layouts cover the models we ship (see the ``[preprocess]`` table of each car
   card's ``large`` says: ``crop`` (IML-ViT's official pipeline) analyses only its top-left
   ``size`` x ``size`` and leaves the rest of the map at 0; ``resize`` shrinks it so that its long
   side is ``size`` and resizes the map back.
+
+* ``full``: the image at its own resolution, divided by ``scale`` (TruFor: 256, as its official
+  test loader does) then normalised by ``mean``/``std`` (default 0 and 1: none); the map is
+  already at the image's resolution. ``size`` is then only the window of the tiled mode.
 
 ``tiles`` gives the sliding windows of the optional tiled mode: windows of the model's native size
 over the full-resolution image with overlap, blended by :func:`blend_weight`.
@@ -50,10 +54,14 @@ def preprocess(rgb: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, Meta]:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError("preprocess expects an (H, W, 3) uint8 RGB array")
     mode, size = str(cfg.get("mode", "resize")), int(cfg["size"])
-    mean = np.asarray(cfg.get("mean", IMAGENET_MEAN), np.float32)
-    std = np.asarray(cfg.get("std", IMAGENET_STD), np.float32)
+    full = mode == "full"
+    mean = np.asarray(cfg.get("mean", (0.0, 0.0, 0.0) if full else IMAGENET_MEAN), np.float32)
+    std = np.asarray(cfg.get("std", (1.0, 1.0, 1.0) if full else IMAGENET_STD), np.float32)
     h, w = rgb.shape[:2]
-    if mode == "resize":
+    if full:
+        x = (rgb.astype(np.float32) / float(cfg.get("scale", 255.0)) - mean) / std
+        meta = Meta(h, w, mode, (h, w), False)
+    elif mode == "resize":
         img = rgb if (h, w) == (size, size) else cv2.resize(rgb, (size, size), interpolation=_interp(cfg))
         x = (img.astype(np.float32) / 255.0 - mean) / std
         meta = Meta(h, w, mode, (size, size), (h, w) != (size, size))

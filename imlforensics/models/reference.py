@@ -54,7 +54,8 @@ def build_reference(name: str):
     """IMDL-BenCo's model for ``name`` (random weights, eval mode) and a function giving its sigmoid map.
 
     Returns ``(module, predict)`` where ``predict(module, x)`` takes the normalised input tensor
-    (B, 3, S, S) and returns IMDL-BenCo's ``pred_mask`` (already a sigmoid map).
+    (B, 3, S, S) and returns IMDL-BenCo's ``pred_mask`` (already a sigmoid map); for TruFor it takes
+    RGB / 256 and returns the official outputs ``{'map', 'confidence', 'score'}``.
     """
     import contextlib
     import io
@@ -73,6 +74,8 @@ def build_reference(name: str):
         elif name == "iml-vit":
             mod = import_reference("model_zoo.iml_vit.iml_vit")
             model = mod.IML_ViT(input_size=1024)
+        elif name == "trufor":
+            model = _trufor_reference()
         else:
             raise ImlfError(f"IMDL-BenCo has no reference for {name!r}")
 
@@ -80,6 +83,10 @@ def build_reference(name: str):
         zeros = torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
         if name == "mesorch-p":
             return m(x)
+        if name == "trufor":  # x: RGB / 256; the official test code's outputs
+            loc, conf, det, _ = m(x)
+            return {"map": torch.softmax(loc, 1)[:, 1:2], "confidence": torch.sigmoid(conf),
+                    "score": torch.sigmoid(det).view(-1)}
         if name == "mesorch":
             out = m(x, zeros, torch.zeros(x.shape[0]))
         elif name == "sparsevit":
@@ -89,6 +96,19 @@ def build_reference(name: str):
         return out["pred_mask"]
 
     return model.eval(), predict
+
+
+def _trufor_reference():
+    """IMDL-BenCo's TruFor network (its copy of the authors' ``test_docker`` builder, the code the
+    released ``trufor.pth.tar`` is run with), configured by IMDL-BenCo's own ``trufor.yaml``, without
+    the training wrapper (which loads pretrained files)."""
+    builder = import_reference("model_zoo.trufor.cmx.builder_np_conf")
+    config = import_reference("model_zoo.trufor.config")
+    cfg = config._C.clone()
+    cfg.defrost()
+    cfg.merge_from_file(str(Path(sys.modules["IMDLBenCo"].__path__[0]) / "statics" / "model_zoo" / "configs" / "trufor.yaml"))
+    cfg.freeze()
+    return builder.myEncoderDecoder(cfg=cfg)
 
 
 def _mesorch_p_reference():

@@ -1,4 +1,5 @@
-"""SegFormer's Mix Transformer encoder (MiT), as Mesorch's global branch uses it.
+"""SegFormer's Mix Transformer encoder (MiT), as Mesorch's global branch (MiT-B3) and TruFor's dual
+encoder (two MiT-B2 streams, see trufor.py) use it.
 
 Xie et al., "SegFormer: Simple and efficient design for semantic segmentation with transformers",
 NeurIPS 2021 (arXiv 2105.15203). Four stages of overlapping patch embeddings (7x7/4, then 3x3/2)
@@ -90,28 +91,46 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x), h, w)
 
 
+# MiT variants by their stage depths (all share dims 64..512, heads 1,2,5,8, sr ratios 8,4,2,1)
+MIT_DEPTHS = {"b1": (2, 2, 2, 2), "b2": (3, 4, 6, 3), "b3": (3, 4, 18, 3), "b4": (3, 8, 27, 3), "b5": (3, 6, 40, 3)}
+
+
+def stage_modules(index: int, in_chans: int, dim: int, heads: int, depth: int, sr_ratio: int, mlp_ratio: int = 4,
+                  bias: bool = True) -> tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm]:
+    """One MiT stage (``index`` 0..3): its overlapping patch embedding (7x7/4 for the first, 3x3/2
+    after), its transformer blocks and its closing LayerNorm."""
+    patch, stride = (7, 4) if index == 0 else (3, 2)
+    embed = OverlapPatchEmbed(in_chans, dim, patch, stride, bias=bias)
+    blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, sr_ratio) for _ in range(depth))
+    return embed, blocks, nn.LayerNorm(dim, eps=1e-6)
+
+
+def run_stage(embed: OverlapPatchEmbed, blocks: nn.ModuleList, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """(B, C_in, H, W) -> the stage's feature map (B, C, H', W') (a channels-last view)."""
+    x, h, w = embed(x)
+    for blk in blocks:
+        x = blk(x, h, w)
+    return grid(norm(x), h, w)
+
+
 class MixVisionTransformer(nn.Module):
     """MiT encoder; defaults are MiT-B3 with a 6-channel, bias-free first projection (Mesorch)."""
 
     def __init__(self, in_chans: int = 6, dims: tuple[int, ...] = (64, 128, 320, 512), heads=(1, 2, 5, 8),
-                 depths=(3, 4, 18, 3), sr_ratios=(8, 4, 2, 1), mlp_ratio: int = 4, first_bias: bool = False):
+                 depths=MIT_DEPTHS["b3"], sr_ratios=(8, 4, 2, 1), mlp_ratio: int = 4, first_bias: bool = False):
         super().__init__()
         chans = (in_chans,) + tuple(dims[:-1])
         for i in range(4):
-            patch, stride = (7, 4) if i == 0 else (3, 2)
-            setattr(self, f"patch_embed{i + 1}",
-                    OverlapPatchEmbed(chans[i], dims[i], patch, stride, bias=first_bias or i > 0))
-            setattr(self, f"block{i + 1}",
-                    nn.ModuleList(Block(dims[i], heads[i], mlp_ratio, sr_ratios[i]) for _ in range(depths[i])))
-            setattr(self, f"norm{i + 1}", nn.LayerNorm(dims[i], eps=1e-6))
+            embed, blocks, norm = stage_modules(i, chans[i], dims[i], heads[i], depths[i], sr_ratios[i], mlp_ratio,
+                                                bias=first_bias or i > 0)
+            setattr(self, f"patch_embed{i + 1}", embed)
+            setattr(self, f"block{i + 1}", blocks)
+            setattr(self, f"norm{i + 1}", norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stages' feature maps (B, C_i, H/4, ...), (..., H/32)."""
         outs = []
         for i in range(1, 5):
-            x, h, w = getattr(self, f"patch_embed{i}")(x)
-            for blk in getattr(self, f"block{i}"):
-                x = blk(x, h, w)
-            x = grid(getattr(self, f"norm{i}")(x), h, w)
+            x = run_stage(getattr(self, f"patch_embed{i}"), getattr(self, f"block{i}"), getattr(self, f"norm{i}"), x)
             outs.append(x)
         return outs

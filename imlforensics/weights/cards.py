@@ -49,6 +49,10 @@ class ModelCard:
     # "noise-residual": a network run by its own detector module (Noiseprint, Noiseprint++)
     kind: str = "detector"
     cite: str = ""  # short citation (first author, venue, year) for `imlf models`
+    # where `imlf weights pull` fetches the weights, tried in order (see weights/sources.py)
+    sources: tuple[dict[str, Any], ...] = ()
+    # the licence's terms, shown before the first download; set = the user must accept them once
+    license_terms: str = ""
 
     @property
     def state_dict_key(self) -> str:
@@ -57,6 +61,16 @@ class ModelCard:
     @property
     def official_sha256(self) -> str:
         return str(self.official.get("sha256", "")).lower()
+
+    @property
+    def official_md5(self) -> str:
+        """The MD5 the authors publish for their file (only where they publish no SHA-256)."""
+        return str(self.official.get("md5", "")).lower()
+
+    @property
+    def member(self) -> str:
+        """The checkpoint's file name inside the authors' zip archive, if they ship one."""
+        return str(self.official.get("member", ""))
 
     @property
     def hub_filename(self) -> str:
@@ -97,7 +111,8 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CardError(f"model card {source} lacks {', '.join(missing)}")
-    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess", "kind", "cite"}
+    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess", "kind", "cite", "sources",
+                              "license_terms"}
     extra = sorted(set(data) - known)
     if extra:
         raise CardError(f"model card {source} has unknown keys: {', '.join(extra)}")
@@ -107,6 +122,10 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
                         "(lower-case letters, digits and . _ + -, at most 64)")
     if data.get("kind", "detector") not in KINDS:
         raise CardError(f"model card {source}: kind must be one of {', '.join(KINDS)}")
+    from .sources import parse_sources
+
+    data["sources"] = tuple(data.get("sources", ()))
+    parse_sources(list(data["sources"]), source)  # checked now, so a bad card fails when it is read
     return ModelCard(**data)
 
 

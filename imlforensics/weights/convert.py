@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..errors import ImlfError
 from .cache import (
     SIDECAR_FILE,
     WEIGHTS_FILE,
@@ -208,7 +209,13 @@ def _store(card: ModelCard, tensors: dict[str, Any], info: dict[str, Any], overw
 
 
 def import_weights(name: str, file: Path, overwrite: bool = False, verify: bool = True) -> Path:
-    """Convert the authors' checkpoint ``file`` for model ``name`` into the cache; return the cached path."""
+    """Convert the authors' checkpoint ``file`` for model ``name`` into the cache; return the cached path.
+
+    ``file`` may also be the authors' zip archive when the card names the checkpoint inside it
+    (``member``; TruFor's ``TruFor_weights.zip``): the archive is checked against the card's MD5 or
+    SHA-256 and the member is read from a temporary copy in the cache."""
+    from .sources import extract_member, zip_member
+
     card = load_card(name)
     file = Path(file)
     if card.kind == "noise-residual":  # Noiseprint's TensorFlow checkpoints, Noiseprint++'s pickle
@@ -217,13 +224,50 @@ def import_weights(name: str, file: Path, overwrite: bool = False, verify: bool 
         tensors, info = noise_residual_tensors(card, file, verify)
         return _store(card, tensors, info, overwrite)
     digest = sha256_file(file) if file.is_file() else ""
+    inner = zip_member(file, card.member) if file.is_file() else None
+    if inner is None:
+        return _import_checkpoint(card, file, file, digest, overwrite, verify, {})
+    if cached_weights(card.name) is not None and not overwrite:
+        raise WeightsError(f"weights for {card.name} are already cached in {weights_dir(card.name)} "
+                           "(use --overwrite to replace them)")
+    md5 = _md5_file(file)
+    if verify and card.official_md5 and md5 != card.official_md5:
+        raise WeightsError(f"{file}: MD5 {md5[:12]}... is not that of the official {card.name} archive "
+                           f"({card.official_md5[:12]}...); use --no-verify to import it anyway")
+    folder = weights_dir(card.name)
+    tmp = folder / f".{card.member}.extracting"
+    try:
+        extract_member(file, card.member, tmp)
+    except ImlfError as exc:
+        raise WeightsError(str(exc)) from None
+    try:
+        extra = {"member": inner, "member_sha256": sha256_file(tmp), "md5": md5,
+                 "official_md5_checked": bool(card.official_md5 and verify)}
+        return _import_checkpoint(card, tmp, file, digest, overwrite, verify and not card.official_md5, extra)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _md5_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _import_checkpoint(card: ModelCard, path: Path, named: Path, digest: str, overwrite: bool, verify: bool,
+                       extra: dict[str, Any]) -> Path:
+    """Read checkpoint ``path`` (the file the user named is ``named``, SHA-256 ``digest``) into the cache."""
     if verify and card.official_sha256 and digest and digest != card.official_sha256:
-        raise WeightsError(f"{file}: SHA-256 {digest[:12]}... is not that of the official {card.name} file "
+        raise WeightsError(f"{named}: SHA-256 {digest[:12]}... is not that of the official {card.name} file "
                            f"({card.official_sha256[:12]}...); use --no-verify to import it anyway")
-    tensors, notes = extract_state_dict(read_checkpoint(file), card)
+    tensors, notes = extract_state_dict(read_checkpoint(path), card)
     check_state_dict({k: tuple(v.shape) for k, v in tensors.items()}, card)
-    info = {"source": {"kind": "import", "file": file.name, "sha256": digest,
-                       "official_hash_checked": bool(card.official_sha256 and verify)}, "notes": notes}
+    info = {"source": {"kind": "import", "file": named.name, "sha256": digest,
+                       "official_hash_checked": bool(card.official_sha256 and verify), **extra}, "notes": notes}
     return _store(card, tensors, info, overwrite)
 
 

@@ -32,8 +32,9 @@ from .convert import (
 
 
 def pull_weights(name: str, repo: str | None = None, revision: str | None = None, filename: str | None = None,
-                 overwrite: bool = False) -> Path:
-    """Download the converted safetensors of ``name`` from a Hub repo into the cache."""
+                 overwrite: bool = False, sha256: str | None = None) -> Path:
+    """Download the converted safetensors of ``name`` from a Hub repo into the cache. ``sha256``
+    pins the file (a card's Hub source); by default the card's ``[hub]`` pin applies to its repo."""
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
@@ -69,8 +70,8 @@ def pull_weights(name: str, repo: str | None = None, revision: str | None = None
     except (OSError, ValueError) as exc:
         raise WeightsError(f"Hub download of {repo}/{filename} from {_endpoint()} failed: {exc}") from None
     digest = sha256_file(path)
-    pinned = str(card.hub.get("sha256", "")).lower()
-    if pinned and repo == card.hub.get("repo") and digest != pinned:
+    pinned = sha256.lower() if sha256 else str(card.hub.get("sha256", "")).lower() if repo == card.hub.get("repo") else ""
+    if pinned and digest != pinned:
         raise WeightsError(f"{repo}/{filename}: SHA-256 {digest[:12]}... differs from the one the {card.name} card "
                            f"pins ({pinned[:12]}...): refusing it")
     check_state_dict(_safetensors_shapes(path), card)
