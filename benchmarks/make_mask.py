@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import os
 import shutil
 import tempfile
@@ -225,9 +226,21 @@ def report(rows: list[dict], kinds: list[str], worst: int = 0) -> None:
                   f"(frame {r['spurious_frame']:.3f}) reg {r['reg_err_px']:.2f}px {why}")
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows a --csv file holds, numbers as numbers."""
+    rows = []
+    for r in csv.DictReader(open(path, newline="")):
+        rows.append({k: (v if k in ("set", "degradation", "error", "reason") else
+                         int(v) if k == "index" else float(v)) for k, v in r.items()})
+    return rows
+
+
 def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str, int, int]]:
-    out = []
+    """The sampled pairs, the sets taking turns (a run stopped early holds as many of each)."""
+    sets = []
     for name in ("casia1", "cocoglide"):
+        out: list = []
+        sets.append(out)
         rows = list(csv.DictReader(open(data / name / "pairs.csv", newline="")))
         rng = np.random.default_rng(seed)
         pick = sorted(rng.choice(len(rows), size=min(per_set, len(rows)), replace=False))
@@ -235,7 +248,7 @@ def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str,
             r = rows[i]
             out.append((name, str(data / name / r["original"]), str(data / name / r["tampered"]),
                         str(data / name / r["mask"]), int(seed * 100003 + i), int(i)))
-    return out
+    return [p for turn in itertools.zip_longest(*sets) for p in turn if p is not None]
 
 
 def speed(sizes: tuple[float, ...] = (1.0, 4.0), repeats: int = 5) -> list[tuple[float, float, float]]:
@@ -271,19 +284,29 @@ def main() -> None:
     ap.add_argument("--worst", type=int, default=5, help="list the N worst pairs of each degradation, with the reason")
     ap.add_argument("--no-speed", dest="speed", action="store_false", help="skip the seconds-per-megapixel table")
     ap.add_argument("--kinds", default=",".join(DEGRADATIONS), help="comma-separated degradations to run")
-    ap.add_argument("--csv", type=Path, help="also write every pair's scores to this CSV file")
+    ap.add_argument("--csv", type=Path, help="also write every pair's scores to this CSV file (as they come)")
+    ap.add_argument("--from-csv", type=Path, help="print the tables from such a file (of a run, finished or not)")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     kinds = [k for k in args.kinds.split(",") if k]
-    work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed)]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        rows = [r for chunk in pool.map(_job, work, chunksize=1) for r in chunk]
-    if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            out = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            out.writeheader()
-            out.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    if args.from_csv:
+        rows = read_rows(args.from_csv)
+    else:
+        work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed)]
+        rows = []
+        fh = open(args.csv, "w", newline="") if args.csv else None
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for chunk in pool.map(_job, work, chunksize=1):  # (in order; each pair's rows written as they come)
+                rows += chunk
+                if fh is not None:
+                    out = csv.DictWriter(fh, fieldnames=list(chunk[0]))
+                    if fh.tell() == 0:
+                        out.writeheader()
+                    out.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in chunk)
+                    fh.flush()
+        if fh is not None:
+            fh.close()
     report(rows, [k for k in DEGRADATIONS if k in kinds], args.worst)
     print(f"\n{args.per_set} pairs per set, seed {args.seed}; naive: resize, |difference| averaged over channels >= "
           f"{NAIVE_THRESHOLD}; one thread per process, {args.jobs} processes")
