@@ -23,6 +23,7 @@ project's own splice pair enlarged to 1 and 4 MP, combined degradation, one thre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import itertools
@@ -229,7 +230,9 @@ def report(rows: list[dict], kinds: list[str], worst: int = 0) -> None:
 def read_rows(path: Path) -> list[dict]:
     """The rows a --csv file holds, numbers as numbers."""
     rows = []
-    for r in csv.DictReader(open(path, newline="")):
+    with open(path, newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for r in records:
         rows.append({k: (v if k in ("set", "degradation", "error", "reason") else
                          int(v) if k == "index" else float(v)) for k, v in r.items()})
     return rows
@@ -295,8 +298,8 @@ def main() -> None:
     else:
         work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed)]
         rows = []
-        fh = open(args.csv, "w", newline="") if args.csv else None
-        with ProcessPoolExecutor(args.jobs) as pool:
+        with (open(args.csv, "w", newline="") if args.csv else contextlib.nullcontext()) as fh, \
+                ProcessPoolExecutor(args.jobs) as pool:
             for chunk in pool.map(_job, work, chunksize=1):  # (in order; each pair's rows written as they come)
                 rows += chunk
                 if fh is not None:
@@ -305,8 +308,6 @@ def main() -> None:
                         out.writeheader()
                     out.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in chunk)
                     fh.flush()
-        if fh is not None:
-            fh.close()
     report(rows, [k for k in DEGRADATIONS if k in kinds], args.worst)
     print(f"\n{args.per_set} pairs per set, seed {args.seed}; naive: resize, |difference| averaged over channels >= "
           f"{NAIVE_THRESHOLD}; one thread per process, {args.jobs} processes")

@@ -294,6 +294,22 @@ def test_a_recompressed_splice_has_no_halo(splice):
     assert res.mask.sum() / mask.sum() < 1.06  # (a one-pixel halo adds 3% here; the outline had two)
 
 
+def test_a_small_mostly_regenerated_copy_is_registered_after_rescale_crop_and_jpeg(splice):
+    base = cv2.resize(splice[0], (256, 180), interpolation=cv2.INTER_AREA)
+    redone = base.copy()
+    redone[:, 80:] = cv2.resize(rgb(EX / "Au" / "astronaut.jpg"), (256, 180), interpolation=cv2.INTER_AREA)[:, 80:]
+    truth = np.zeros(base.shape[:2], bool)
+    truth[:, 80:] = True  # 69% of the picture is new
+    o = jpeg(cv2.resize(base, (180, 126), interpolation=cv2.INTER_AREA), 75)  # 0.7x (180 / 256 = 0.703)
+    res = make_mask(o, jpeg(redone[8:-6, 5:-9], 85))
+    fx, fy = 180 / 256, 126 / 180
+    expected = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]]) @ \
+        np.array([[1, 0, 5], [0, 1, 8], [0, 0, 1.0]])  # tampered pixel -> original pixel
+    corners = np.array([[0, 0, 1], [241, 0, 1], [0, 165, 1], [241, 165, 1]], float)
+    assert np.abs(corners @ res.registration.matrix.T - corners @ expected.T).max() < 1.0
+    assert iou(res.mask, truth[8:-6, 5:-9]) >= 0.95
+
+
 def test_mask_survives_rescale_crop_regrading_and_recompression_together(splice):
     original, tampered, mask = splice
     small = cv2.resize(original, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
