@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import subprocess
@@ -16,9 +17,17 @@ from PIL import Image
 
 from imlforensics.makemask import RegistrationError, make_mask
 from imlforensics.makemask.change import ActivityClasses, tail_model, tolerant_difference
-from imlforensics.makemask.cleanup import HIGH, fill_holes, hysteresis, remove_small, segment, significant
+from imlforensics.makemask.cleanup import (
+    HIGH,
+    fill_holes,
+    hysteresis,
+    refine_outline,
+    remove_small,
+    segment,
+    significant,
+)
 from imlforensics.makemask.photometric import fit_tone
-from imlforensics.makemask.register import register, warp
+from imlforensics.makemask.register import Registration, register, warp
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples"
@@ -46,6 +55,9 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 def splice():
     """The project's own splice and the picture it was made from, with the true mask."""
     return rgb(EX / "Au" / "coffee.jpg"), rgb(EX / "Tp" / "splice.jpg"), gt(EX / "Gt" / "splice_gt.png")
+
+
+register_module = importlib.import_module("imlforensics.makemask.register")  # (the package exports the function)
 
 
 def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
@@ -97,7 +109,37 @@ def test_a_pasted_region_does_not_pull_the_fit(splice):
     assert np.allclose(reg.matrix[:2, 2], [7, -4], atol=0.5) and np.allclose(reg.matrix[:2, :2], np.eye(2), atol=0.01)
 
 
+def test_a_few_matches_on_a_wrong_transform_lose_to_the_explanation_that_copies_most_of_the_frame(splice, monkeypatch):
+    original = splice[0]
+    truth = similarity(0.8, 0.0, 12.0, 7.0)
+    tampered = jpeg(cv2.warpAffine(original, truth[:2], (256, 200), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP), 80)
+    wrong = Registration(similarity(0.8, 0.0, 30.0, 7.0), False, "similarity", matches=20, inliers=10)
+    # a repainted copy's few features agreed on the wrong fit, and its structure did not refute it
+    monkeypatch.setattr(register_module, "_candidates", lambda t, o: iter([wrong]))
+    monkeypatch.setattr(register_module, "structure_agrees", lambda *a, **k: True)
+    reg = register(original, tampered)
+    corners = np.array([[0, 0, 1], [255, 0, 1], [0, 199, 1], [255, 199, 1]], float)
+    assert np.abs(corners @ reg.matrix.T - corners @ truth.T).max() < 1.5
+
+
 # ---------------------------------------------------------------- stages
+
+
+def test_outline_moves_to_the_pasted_edge_not_the_ringing_around_it():
+    truth = np.zeros((80, 80), bool)
+    truth[20:60, 20:60] = True
+    diff = np.full((80, 80), 2.0, np.float32)  # recompression noise
+    diff[18:62, 18:62] = 9.0  # ringing two pixels out from the pasted edge
+    diff[20:60, 20:60] = 60.0  # the pasted object
+    diff[20:60, 20] = 25.0  # its edge, blended with what was there
+    valid = np.ones_like(truth)
+    grown = cv2.dilate(truth.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the evidence's halo
+    assert (refine_outline(grown, diff, valid) == truth).all()
+    shrunk = cv2.erode(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert (refine_outline(shrunk, diff, valid) == truth).all()
+    assert (refine_outline(grown, diff, grown) == grown).all()  # no unchanged pixels around: no level to go by
+
+
 
 
 def test_tone_curves_undo_gamma_and_gain_on_unchanged_pixels(splice):
@@ -243,6 +285,29 @@ def test_mask_of_a_clean_pair(splice):
     assert res.report["registration"]["model"] == "identity"
     assert res.report["tampered_fraction"] == pytest.approx(mask.mean(), abs=0.03)
     assert len(res.report["boxes"]) >= 1 and not res.warnings
+
+
+def test_a_recompressed_splice_has_no_halo(splice):
+    original, tampered, mask = splice
+    res = make_mask(original, jpeg(tampered, 75))  # ringing around every pasted edge
+    assert iou(res.mask, mask) >= 0.94
+    assert res.mask.sum() / mask.sum() < 1.06  # (a one-pixel halo adds 3% here; the outline had two)
+
+
+def test_a_small_mostly_regenerated_copy_is_registered_after_rescale_crop_and_jpeg(splice):
+    base = cv2.resize(splice[0], (256, 180), interpolation=cv2.INTER_AREA)
+    redone = base.copy()
+    redone[:, 80:] = cv2.resize(rgb(EX / "Au" / "astronaut.jpg"), (256, 180), interpolation=cv2.INTER_AREA)[:, 80:]
+    truth = np.zeros(base.shape[:2], bool)
+    truth[:, 80:] = True  # 69% of the picture is new
+    o = jpeg(cv2.resize(base, (180, 126), interpolation=cv2.INTER_AREA), 75)  # 0.7x (180 / 256 = 0.703)
+    res = make_mask(o, jpeg(redone[8:-6, 5:-9], 85))
+    fx, fy = 180 / 256, 126 / 180
+    expected = np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]]) @ \
+        np.array([[1, 0, 5], [0, 1, 8], [0, 0, 1.0]])  # tampered pixel -> original pixel
+    corners = np.array([[0, 0, 1], [241, 0, 1], [0, 165, 1], [241, 165, 1]], float)
+    assert np.abs(corners @ res.registration.matrix.T - corners @ expected.T).max() < 1.0
+    assert iou(res.mask, truth[8:-6, 5:-9]) >= 0.95
 
 
 def test_mask_survives_rescale_crop_regrading_and_recompression_together(splice):

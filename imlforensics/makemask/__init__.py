@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from ..io.image import ImageLike, as_image
-from .change import change_map
-from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean
+from .change import change_map, lab, squared_norm
+from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean, refine_outline
 from .detail import budget_factor, match_blur, resample_like
 from .photometric import fit_tone
 from .register import (
@@ -108,6 +108,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
             keep, trusted = cover & unchanged, True
         tone = fit_tone(a, b, keep, previous=None if rnd == 0 else tone, trusted=trusted)
         a = tone.apply_saturated(a, b)
+        toned = a
         a, b, blur = match_blur(a, b, keep, None if rnd == 0 else blur)
         spread = 1.0 / min(reg_used.scale, 1.0)
         if rnd == 0:
@@ -120,6 +121,7 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
         else:
             ch = change_map(a, b, cover, quiet, learned=None if features is None else features.distance(a, b))
             mask, soft = clean(ch.fine, ch.coarse, t, cover, LOW, HIGH, spread=spread)
+            mask = refine_outline(mask, outline_difference(toned, t), cover)
     stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise, "super_resolution": sr_note,
               "features": None if features is None else {"model": features.name, "device": features.device}}
     coverage = float(cover.mean())
@@ -131,6 +133,19 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
     thresholds = {"unit": "ln(0.05 / share of the unchanged pixels beyond)", "low": LOW, "high": HIGH, "fine": FINE}
     return MaskResult(mask, soft, reg, _report(reg, ch, coverage, stages, thresholds, mask, start,
                                                unchanged.mean() / max(cover.mean(), 1e-9)), warnings)
+
+
+# L, a, b weights of the outline's difference: a JPEG copy's colour is stored at half resolution
+# and bleeds a pixel or two across every pasted edge; its lightness holds the edge
+OUTLINE_WEIGHTS = np.array([1.0, 0.5, 0.5], np.float32).reshape(1, 1, 3)
+
+
+def outline_difference(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Distance in CIELAB, chroma at half weight, between the registered, tone-matched original
+    ``a`` and the tampered image ``t`` as it is (not taken down to the original's detail: its own
+    edges stay sharp)."""
+    d = cv2.multiply(cv2.subtract(lab(a), lab(t.astype(np.float32))), OUTLINE_WEIGHTS)
+    return cv2.sqrt(squared_norm(d))
 
 
 def _shrink(shape: tuple[int, int], pixels: int = FIRST_PASS_PIXELS):

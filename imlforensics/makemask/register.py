@@ -31,6 +31,7 @@ MAX_FEATURE_SIDE = 700  # features are found on copies at most this large (ECC r
 MAX_ECC_PIXELS = 400_000  # the dense refinement runs on copies at most this large
 MIN_INLIERS = 8  # below this many agreeing matches, nothing is trusted
 SURE_INLIERS = 25  # from this many, the fit needs no further check
+MAX_WEAK = 3  # fits with fewer inliers that compete with the dense search
 MIN_FEATURE_SIDE = 640  # smaller images are enlarged before their features are found
 
 
@@ -325,22 +326,32 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         reg.correlation = correlation(original, tampered, reg)
         return reg
     partial = 0  # most matches that agreed on a transform the images' structure did not confirm
+    weak: list[Registration] = []  # fits of a few matches that the images' structure confirms
     for reg in _candidates(tampered, original):
         # many agreeing matches are proof enough; a few must be confirmed by the images' structure
-        if reg.inliers >= SURE_INLIERS or structure_agrees(original, tampered, reg):
+        if reg.inliers >= SURE_INLIERS:
             reg.correlation = correlation(original, tampered, reg)
             return reg
-        partial = max(partial, reg.inliers)
+        if len(weak) < MAX_WEAK and structure_agrees(original, tampered, reg):
+            weak.append(reg)
+        else:
+            partial = max(partial, reg.inliers)
+    # a few matches can agree on a wrong transform (a repainted copy keeps few features, some of
+    # them in the edit): every explanation the pair offers competes, the one under which the
+    # largest share of the frame is a verbatim copy of the original wins
+    found = [refine(original, tampered, reg) for reg in weak]
     ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
-    if abs(ratio - 1) < 0.02:  # too few features, same framing: a plain resize?
-        reg = Registration(_resize_model(shape_t, shape_o), False, "resize")
-        reg = refine(original, tampered, reg)
+    if abs(ratio - 1) < 0.02:  # same framing: a plain resize?
+        reg = refine(original, tampered, Registration(_resize_model(shape_t, shape_o), False, "resize"))
         if structure_agrees(original, tampered, reg):
-            reg.correlation = correlation(original, tampered, reg)
-            return reg
+            found.append(reg)
     reg = _dense_search(original, tampered)
     if reg is not None:
-        return reg
+        found.append(reg)
+    if found:
+        best = max(found, key=lambda r: float(agreement(original, tampered, r).mean()))
+        best.correlation = correlation(original, tampered, best)
+        return best
     if partial >= 2 * MIN_INLIERS:
         raise RegistrationError(f"registration failed: {partial} features agree on a part of the images only; "
                                 "the original looks like the source of an object pasted into another picture, "
