@@ -59,6 +59,7 @@ def _start_worker(parent: int, initializer: Callable[..., None] | None, initargs
 def end_workers(pool: ProcessPoolExecutor) -> None:
     """Stop a pool now: nothing queued starts, running workers are terminated."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         try:
@@ -67,6 +68,10 @@ def end_workers(pool: ProcessPoolExecutor) -> None:
             pass
     for p in processes:
         p.join(timeout=5)
+    # the pool's manager thread closes its wake-up pipe as it ends; joining it here keeps the
+    # interpreter's exit hook from writing to that pipe while it closes ("Bad file descriptor")
+    if manager is not None and manager.is_alive():
+        manager.join(timeout=10)
 
 
 def pool_map(fn: Callable[[T], R], items: Iterable[T], jobs: int, initializer: Callable[..., None] | None = None,
