@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/imlf-committee-cache"))
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--configs", default="all,lodo")
+    ap.add_argument("--negatives", action="append", default=[], metavar="DATASET=LIST",
+                    help="Authentic images (a JSON list) to add to a dataset, e.g. CocoGlide's originals.")
     ap.add_argument("--cached-only", action="store_true", help="Skip images whose maps are not cached yet.")
     ap.add_argument("--save-priors", type=Path, help="Also write the 'all' configuration's priors file here.")
     args = ap.parse_args(argv)
@@ -114,6 +116,12 @@ def main(argv: list[str] | None = None) -> None:
         name = root.name
         samples = load_dataset(root)
         cached = member_maps(name, samples, args.cache, args.cached_only)
+        for spec in args.negatives:
+            target, _, listing = spec.partition("=")
+            if target == name:
+                extra = load_dataset(Path(listing))
+                cached.update(member_maps(Path(listing).stem, extra, args.cache, args.cached_only))
+                samples = samples + extra
         samples = [s for s in samples if str(s.image) in cached]
         data[name] = (samples, cached)
     cached_all = {k: v for _, c in data.values() for k, v in c.items()}

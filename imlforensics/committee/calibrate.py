@@ -231,10 +231,15 @@ def _llrs(im: _Image, cals: dict[str, Calibration]) -> dict[str, np.ndarray]:
 
 
 def fit_stacker(images: list[_Image], cals: dict[str, Calibration], names: list[str], n_sets: int,
-                l2: float = 1e-3) -> Stacker:
-    """The learned voter: logistic regression over members' LLRs and applicability flags, datasets equal."""
+                l2: float = 1e-3, pixels_per_image: int = 2000) -> Stacker:
+    """The learned voter: logistic regression over members' LLRs and applicability flags, datasets equal.
+
+    It fits on the first ``pixels_per_image`` of each image's sampled pixels (already a random sample).
+    """
     x_parts, y_parts, d_parts = [], [], []
-    for im in images:
+    for full in images:
+        im = _Image(full.dataset, full.heldout, full.tampered, full.labels[:pixels_per_image],
+                    {n: v[:pixels_per_image] for n, v in full.values.items()}, full.applicable)
         llr = _llrs(im, cals)
         cols = []
         for n in names:
