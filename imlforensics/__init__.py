@@ -12,7 +12,13 @@ The sub-packages, one per concern, are described in ARCHITECTURE.md.
 
 from . import _compat, committee  # noqa: F401  (old import paths; the committee registers itself)
 from ._version import __version__
-from .detectors import Detector, Prediction, list_detectors, load_detector, register_detector
+from .detectors import (
+    Detector,
+    Prediction,
+    list_detectors,
+    load_detector,
+    register_detector,
+)
 from .errors import ImageError, ImlfError, NotApplicable
 from .io.image import ImageData, load_image
 

@@ -10,12 +10,14 @@ unusable output folder); 3 ``--fail-above S`` and some image scored above S (whe
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import typer
 
 from .._version import __version__
-from ..errors import UnknownDetector
+from ..errors import ImlfError, UnknownDetector
 from .committee import calibrate_command, ensemble_command
 from .common import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, EXIT_USAGE, err, out
 from .detect import detect_command, models_command
@@ -55,14 +57,29 @@ app.command("make-mask")(make_mask_command)
 
 def main() -> None:
     """Console-script entry point."""
+    if not os.environ.get("IMLF_DEBUG"):  # other libraries' warnings are not ours to print
+        warnings.simplefilter("ignore")
     try:
         app()
     except KeyboardInterrupt:
         err.print("imlf: interrupted")
         sys.exit(130)
     except UnknownDetector as exc:  # raised lazily by some paths
-        err.print(f"imlf: error: {exc}")
+        err.print(f"imlf: error: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_USAGE)
+    except ImlfError as exc:
+        err.print(f"imlf: error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(EXIT_FAILED)
+    except MemoryError:
+        err.print("imlf: error: out of memory (try a smaller --max-pixels)", markup=False)
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # a bug: one line; IMLF_DEBUG=1 shows the traceback
+        if os.environ.get("IMLF_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"imlf: internal error: {type(exc).__name__}{': ' + first if first else ''} "
+                  "(please report; IMLF_DEBUG=1 shows details)", markup=False, soft_wrap=True)
+        sys.exit(EXIT_FAILED)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_FLAGGED", "EXIT_OK", "EXIT_USAGE", "app", "main"]

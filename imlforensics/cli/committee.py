@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from ..errors import ImlfError
-from .common import EXIT_FAILED, err, escape, fail, progress
+from ..io.files import safe_resolve
+from .common import EXIT_FAILED, err, escape, fail, finite, progress
 
 
 def calibrate_command(
@@ -19,7 +20,7 @@ def calibrate_command(
     out: Path = typer.Option(Path("priors.json"), "--out", "-o", help="Where to write the priors file."),
     prior: str = typer.Option("f1", "--prior", help="Prior of each member: f1 (pixel F1 at its best fixed threshold) or auc."),
     half: Optional[int] = typer.Option(None, "--split-half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1); evaluate on the other."),
-    heldout: float = typer.Option(0.25, "--heldout", min=0.0, max=0.9, help="Share of images held out to check the calibration."),
+    heldout: float = typer.Option(0.25, "--heldout", min=0.0, max=0.9, callback=finite, help="Share of images held out to check the calibration."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing priors file."),
     json_out: bool = typer.Option(False, "--json", help="Also print the priors document on stdout."),
@@ -46,7 +47,7 @@ def calibrate_command(
             raise ImlfError(f"{out} exists (use --overwrite to replace it)")
         detectors = {n: load_detector(n) for n in names}
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     def runner(det):
         def run(path):
             pred = det.predict(path)
@@ -59,7 +60,7 @@ def calibrate_command(
         try:
             res = calibrate(sets, runners, prior, heldout, progress=advance)
         except ImlfError as exc:
-            raise fail(escape(str(exc)), EXIT_FAILED)
+            raise fail(str(exc), EXIT_FAILED)
     members = res["members"]
     for n in res["skipped"]:
         err.print(f"imlf: {n} saw no trace of its kind in any tampered image: left out of the priors file")
@@ -71,7 +72,7 @@ def calibrate_command(
     try:
         write_atomic(out, json_bytes(doc), overwrite)
     except ImlfError as exc:
-        raise fail(escape(str(exc)), EXIT_FAILED)
+        raise fail(str(exc), EXIT_FAILED)
     for n, m in members.items():
         h = m["heldout"]
         err.print(f"{n:10s} prior {m['prior']:6.2f}  F1 {m['f1_best_fixed']:.3f} at {m['threshold']:.2f}  "
@@ -97,10 +98,10 @@ def ensemble_command(
     models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated members (default: all in the priors file)."),
     priors: Optional[Path] = typer.Option(None, "--priors", help="Priors from `imlf calibrate` (default: the shipped classical priors)."),
     voter: Optional[str] = typer.Option(None, "--voter", help="prior: weights softmax(prior / T); equal: 1/N; learned: the priors file's stacker (default: the file's best voter)."),
-    temperature: float = typer.Option(5.0, "--temperature", "-T", help="CV-DD temperature T (percent points)."),
+    temperature: float = typer.Option(5.0, "--temperature", "-T", callback=finite, help="CV-DD temperature T (percent points)."),
     fusion: str = typer.Option("logit", "--fusion", help="logit (default), mean or vote."),
     save_members: bool = typer.Option(False, "--save-members", help="Also write each member's map."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Fused heat at or above which a pixel is in the mask."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, callback=finite, help="Fused heat at or above which a pixel is in the mask."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (each loads the committee once)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images a previous run into --out finished."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process the K-th of N deterministic shares."),
@@ -118,12 +119,15 @@ def ensemble_command(
     from ..io.outputs import check_writable_dir, write_atomic
     from ..runs.batch import (
         Ledger,
+        OutputLock,
         in_shard,
+        ledger_key,
         parse_shard,
         read_ledger,
         remove_stale_temporaries,
         run_batch,
         summary_csv,
+        summary_rows,
     )
     from .common import report_failure
 
@@ -133,53 +137,66 @@ def ensemble_command(
         share = parse_shard(shard)
         committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
+        lock = OutputLock(out_dir, share, "imlf ensemble")
+        done = read_ledger(out_dir) if resume else {}
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
-    files, problems = expand_inputs(inputs, recursive=True)
-    for arg, reason in problems:
-        report_failure(arg, reason, json_lines)
-    skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
-               if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
-    if skipped:
-        err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {escape(str(skipped[0]))})")
-    files = [f for f in files if in_shard(f, share)]
-    done = read_ledger(out_dir) if resume else {}
-    stems = output_stems(files)
-    if resume:  # files a killed run was writing when it died
-        remove_stale_temporaries(out_dir, stems.values())
-    todo = [f for f in files if str(f) not in done]
-    if resume:
-        err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
-    job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite or resume, "save_raw": save_raw,
-           "max_pixels": DEFAULT_MAX_PIXELS, "protected": [str(f.resolve()) for f in files]}
-    ledger = Ledger(out_dir)
-    rows = [{"image": k, "status": "done", "record": v.get("summary", {})} for k, v in done.items()]
-    failed = len(problems)
-    try:
-        with progress(len(todo), json_lines) as advance:
-            for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts), job, jobs,
-                                 committee if jobs <= 1 else None):
-                rec = res.get("record")
-                if res["status"] == "done":
-                    ledger.add({"image": res["image"], "status": "done", "json": rec["outputs"]["json"],
-                                "summary": {k: rec.get(k) for k in ("score", "tampered_fraction", "seconds")}})
-                    if json_lines:
-                        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        sys.stdout.flush()
-                else:
-                    failed += 1
-                    report_failure(res["image"], res["error"], json_lines)
-                rows.append(res)
-                advance()
-    finally:
-        ledger.close()
-    try:
-        write_atomic(out_dir / "summary.csv", summary_csv(rows, threshold).encode(), True)
-    except ImlfError as exc:
-        err.print(f"imlf: {exc}")
-    flagged = sum(1 for r in rows if (r.get("record") or {}).get("score", 0) is not None
-                  and (r.get("record") or {}).get("score", 0) >= threshold)
-    err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
-              f"(score >= {threshold}); summary in {escape(str(out_dir / 'summary.csv'))}")
+        raise fail(str(exc))
+    with lock:
+        files, problems = expand_inputs(inputs, recursive=True)
+        for arg, reason in problems:
+            report_failure(arg, reason, json_lines)
+        skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
+                   if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        if skipped:
+            err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {escape(str(skipped[0]))})")
+        files = [f for f in files if in_shard(f, share)]
+        stems = output_stems(files)
+        if resume:  # files a killed run was writing when it died
+            remove_stale_temporaries(out_dir, stems.values())
+        todo = [f for f in files if ledger_key(f) not in done]
+        if resume:
+            err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
+        job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite or resume, "save_raw": save_raw,
+               "max_pixels": DEFAULT_MAX_PIXELS, "protected": [str(safe_resolve(f)) for f in files]}
+        failed = len(problems)
+        try:
+            ledger = Ledger(out_dir)
+        except ImlfError as exc:
+            raise fail(str(exc), EXIT_FAILED)
+        stopped = None
+        try:
+            with progress(len(todo), json_lines) as advance:
+                for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts),
+                                     job, jobs, committee if jobs <= 1 else None):
+                    rec = res.get("record")
+                    if res["status"] == "done":
+                        ledger.done(res["image"], rec)
+                        if json_lines:
+                            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                            sys.stdout.flush()
+                    else:
+                        failed += 1
+                        report_failure(res["image"], res["error"], json_lines)
+                        ledger.failed(res["image"], res["error"])
+                    advance()
+        except ImlfError as exc:  # the ledger cannot be written (disk full, ...): stop, nothing more is safe
+            stopped = str(exc)
+        finally:
+            ledger.close()
+        if stopped:
+            raise fail(f"{stopped}; stopped (--resume continues once there is room)", EXIT_FAILED)
+        rows = summary_rows(out_dir)
+        flagged = sum(1 for r in rows if (r.get("record") or {}).get("score") is not None
+                      and r["record"]["score"] >= threshold)
+        summary = out_dir / "summary.csv"
+        try:
+            write_atomic(summary, summary_csv(rows, threshold).encode(), True)
+            where = f"summary in {escape(str(summary))}"
+        except ImlfError as exc:
+            failed += 1
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
+            where = "no summary written"
+        err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
+                  f"(score >= {threshold}); {where}")
     if failed:
         raise typer.Exit(EXIT_FAILED)

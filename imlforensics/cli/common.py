@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -19,8 +20,16 @@ out = Console(highlight=False)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[red]imlf: error:[/] {message}", markup=True, soft_wrap=True)
+    """Print one error line (``message`` is plain text, never markup) and return the Exit to raise."""
+    err.print(f"[red]imlf: error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """Option callback: refuse NaN and infinities (typer's min/max let NaN through)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def warn_line(message: str) -> None:

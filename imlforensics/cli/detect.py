@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ImlfError
+from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS
 from .common import (
     EXIT_FAILED,
@@ -20,6 +21,7 @@ from .common import (
     err,
     escape,
     fail,
+    finite,
     out,
     parse_count,
     progress,
@@ -32,8 +34,8 @@ def detect_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector name (see `imlf models`); default: dq for JPEG files, ela for others."),
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder (created if needed)."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per image on stdout, nothing else."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Heat at or above which a pixel goes into the mask."),
-    fail_above: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Exit with code 3 when an image scores above this."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, callback=finite, help="Heat at or above which a pixel goes into the mask."),
+    fail_above: Optional[float] = typer.Option(None, min=0.0, max=1.0, callback=finite, help="Exit with code 3 when an image scores above this."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write the float heatmap as <stem>.heatmap.npy."),
     max_pixels: str = typer.Option(str(DEFAULT_MAX_PIXELS), help="Refuse images with more pixels than this (e.g. 150M)."),
@@ -62,7 +64,7 @@ def detect_command(
     for arg, reason in problems:
         report_failure(arg, reason, json_lines)
     stems = output_stems(files)
-    protected = frozenset(p.resolve() for p in files)
+    protected = frozenset(safe_resolve(p) for p in files)
     records, failed = [], len(problems)
     with progress(len(files), json_lines) as advance:
         items = [(path, stems[path]) for path in files]

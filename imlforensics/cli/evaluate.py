@@ -12,14 +12,24 @@ import typer
 from rich.table import Table
 
 from ..errors import ImlfError
-from .common import EXIT_FAILED, detector_options, fail, out, progress, warn_line
+from .common import (
+    EXIT_FAILED,
+    detector_options,
+    err,
+    fail,
+    finite,
+    out,
+    progress,
+    report_failure,
+    warn_line,
+)
 
 
 def eval_command(
     dataset: Path = typer.Argument(..., help="IMDL-BenCo dataset: folder with Tp/ and Gt/ (or dataset.json), or a JSON list."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Detector to run (default: the default detector)."),
     pred: Optional[Path] = typer.Option(None, "--pred", help="Score maps already written by `imlf detect --save-raw` in this folder instead of running a detector."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Fixed threshold for pixel F1/IoU and image accuracy."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, callback=finite, help="Fixed threshold for pixel F1/IoU and image accuracy."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N images (quick checks)."),
     split_half: Optional[int] = typer.Option(None, "--split-half", min=0, max=1, help="Only one deterministic half of the dataset (0 or 1), as `imlf calibrate --split-half`."),
@@ -77,6 +87,10 @@ def eval_command(
     with progress(len(samples), json_out) as advance:
         for rec in run(samples, factory, threshold, jobs, device):
             records.append(rec)
+            if rec.error:
+                report_failure(rec.image, rec.error, False)
+            elif rec.warning:
+                warn_line(f"{rec.image}: {rec.warning}")
             advance()
     summary = {"dataset": str(dataset), "detector": name, **summarize(records, threshold)}
     try:
@@ -93,8 +107,9 @@ def eval_command(
     else:
         _eval_table(summary)
     if summary["failed"]:
-        for reason, n in summary["errors"].items():
-            warn_line(f"{n} image(s) failed: {reason}")
+        err.print(f"imlf: {summary['failed']} of {summary['images']} image(s) failed and are not in the figures above",
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _fmt(x: Optional[float]) -> str:

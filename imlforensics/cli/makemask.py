@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ImlfError
+from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS
 from .common import (
     EXIT_FAILED,
@@ -54,8 +55,10 @@ def make_mask_command(
                 raise fail("give either --pairs or two inputs, not both")
             if out_dir is None:
                 raise fail("--pairs needs --out DATASET")
-            todo, unmatched = read_pairs_csv(pairs), []
+            todo, unreadable = read_pairs_csv(pairs)
+            unmatched = []
         elif len(inputs) == 2 and all(Path(p).is_dir() for p in inputs):
+            unreadable = []
             if out_dir is None:
                 raise fail("two folders need --out DATASET")
             todo, unmatched = match_folders(Path(inputs[0]), Path(inputs[1]))
@@ -64,12 +67,14 @@ def make_mask_command(
         else:
             raise fail("give ORIGINAL TAMPERED (two images or two folders), or --pairs CSV")
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     if output is not None:
         raise fail("-o/--output names the mask of one pair; a dataset goes to --out")
     for name in unmatched:
         report_failure(name, "no original with this name", json_out)
-    _batch(todo, out_dir, overwrite, json_out, jobs, sr_opts, limit, failed=len(unmatched))
+    for name, reason in unreadable:
+        report_failure(name, reason, json_out)
+    _batch(todo, out_dir, overwrite, json_out, jobs, sr_opts, limit, failed=len(unmatched) + len(unreadable))
 
 
 def _summary_line(report: dict[str, Any]) -> str:
@@ -89,7 +94,9 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
         out_dir = Path("imlf-out")
     try:
         for target in [p for p in (output,) if p is not None]:
-            if target.resolve() in (original.resolve(), tampered.resolve()):
+            if target.suffix.lower() != ".png":
+                raise ImlfError(f"{target}: masks are written as PNG: give a name ending in .png")
+            if safe_resolve(target) in (safe_resolve(original), safe_resolve(tampered)):
                 raise ImlfError(f"refusing to write {target}: it is an input file")
             if target.exists() and not overwrite:
                 raise ImlfError(f"{target} exists (use --overwrite to replace it)")
@@ -97,12 +104,12 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
             check_writable_dir(out_dir)
             for suffix in OUTPUT_SUFFIXES:
                 target = out_dir / f"{tampered.stem}{suffix}"
-                if target.resolve() in (original.resolve(), tampered.resolve()):
+                if safe_resolve(target) in (safe_resolve(original), safe_resolve(tampered)):
                     raise ImlfError(f"refusing to write {target}: it is an input file")
                 if target.exists() and not overwrite:
                     raise ImlfError(f"{target} exists (use --overwrite to replace it)")
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     try:
         res, t, report = analyse_pair(original, tampered, sr_opts, limit)
         if output is not None:
@@ -127,11 +134,13 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
            limit: int | None, failed: int = 0) -> None:
     from ..makemask.dataset import DatasetWriter, unique_stems
     from ..makemask.work import run_pairs
+    from ..runs.batch import OutputLock
 
     try:
         writer = DatasetWriter(out_dir, overwrite)
+        lock = OutputLock(out_dir, None, "imlf make-mask")
     except ImlfError as exc:
-        raise fail(escape(str(exc)))
+        raise fail(str(exc))
     stems = unique_stems(todo)
     ready = []
     for pair in todo:
@@ -166,7 +175,10 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
                     report_failure(tampered, error, json_out)
                 advance()
     finally:
-        writer.close()
+        try:
+            writer.close()
+        finally:
+            lock.release()
     err.print(f"done {done}, failed {failed}; dataset in {escape(str(out_dir))} "
               f"(dataset.json{', failed.csv' if failed else ''})", soft_wrap=True)
     if failed:

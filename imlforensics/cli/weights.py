@@ -23,7 +23,7 @@ def _run(action, *args, **kwargs):
     except UnknownDetector as exc:
         raise fail(str(exc))
     except ImlfError as exc:
-        raise fail(escape(str(exc)), EXIT_FAILED)
+        raise fail(str(exc), EXIT_FAILED)
 
 
 @app.command("import")
@@ -104,7 +104,7 @@ def path(model: Optional[str] = typer.Argument(None, help="Model name; without i
     card = _run(load_card, model)
     found = cached_weights(model)
     if found is None:
-        raise fail(escape(missing_message(card)), EXIT_FAILED)
+        raise fail(missing_message(card), EXIT_FAILED)
     sys.stdout.write(f"{found}\n")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -40,6 +41,7 @@ from .fusion import VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_log
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
+MIN_TAMPERED = 2  # tampered images a member must analyse to be calibrated
 
 
 def _unit_hash(path: str | Path, salt: str) -> float:
@@ -118,6 +120,7 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
     n_tampered = np.zeros(n_sets, np.int64)
     failed = {n: 0 for n in names}
     applied = {n: np.zeros(n_sets, np.int64) for n in names}
+    ran_tampered = {n: 0 for n in names}
     images: list[_Image] = []
     for d, (_, samples) in enumerate(sets):
         for s in samples:
@@ -127,7 +130,7 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
             for name, run in members.items():
                 try:
                     got = run(s.image)
-                except (NotApplicable, ImlfError):
+                except (NotApplicable, ImlfError, MemoryError):
                     failed[name] += 1
                     continue
                 heat, app = (got if isinstance(got, tuple) else (got, True))
@@ -156,6 +159,7 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
                     continue
                 applied[name][d] += flags[name]
                 if tampered:
+                    ran_tampered[name] += 1
                     shown = heat if flags[name] else np.zeros_like(heat)  # silence finds nothing
                     f1_sums[name][d] += _f1_at(shown, gt, GRID)
                     if not gt.all():
@@ -168,6 +172,10 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
                 progress()
     if not n_tampered.any():
         raise ImlfError("no tampered image could be analysed: cannot calibrate")
+    for name in names:
+        if ran_tampered[name] < MIN_TAMPERED:
+            raise ImlfError(f"{name} analysed {ran_tampered[name]} tampered image(s) of the dataset(s): calibrating a "
+                            f"member needs at least {MIN_TAMPERED}")
     out: dict[str, Any] = {}
     cals: dict[str, Calibration] = {}
     with_tp = n_tampered > 0
@@ -381,7 +389,44 @@ def read_priors(path: str | Path) -> dict[str, Any]:
         raise ImlfError(f"{path}: not a JSON priors file") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("members"), dict):
         raise ImlfError(f"{path}: not a priors file written by `imlf calibrate`")
+    if not doc["members"]:
+        raise ImlfError(f"{path}: the priors file lists no member")
+    for name, member in doc["members"].items():
+        problem = _member_problem(member)
+        if problem:
+            raise ImlfError(f"{path}: member {name}: {problem}")
     return doc
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _member_problem(m: Any) -> str | None:
+    """What makes a member's entry unusable, or None: every number the committee reads is checked,
+    so a damaged or hand-edited file is refused when it is read, not image by image."""
+    if not isinstance(m, dict):
+        return "not an object"
+    if not _finite(m.get("prior")):
+        return f"prior {m.get('prior')!r} is not a finite number"
+    if not (_finite(m.get("threshold")) and 0 <= m["threshold"] <= 1):
+        return f"threshold {m.get('threshold')!r} is not a number in [0, 1]"
+    cal = m.get("calibration")
+    if not isinstance(cal, dict):
+        return "no calibration curve"
+    knots, probs = cal.get("knots"), cal.get("probs")
+    if not (isinstance(knots, list) and isinstance(probs, list)) or len(knots) < 2 or len(knots) != len(probs):
+        return "the calibration curve needs lists of knots and probabilities of one length (at least 2)"
+    if not all(_finite(k) for k in knots) or not all(_finite(p) and 0 <= p <= 1 for p in probs):
+        return "the calibration curve has a value that is not a finite number (probabilities in [0, 1])"
+    if any(b < a for a, b in zip(knots, knots[1:])):
+        return "the calibration curve's knots are not in increasing order"
+    if any(b < a for a, b in zip(probs, probs[1:])):
+        return "the calibration curve is not monotone (a higher map value must not mean a lower probability)"
+    base = cal.get("base", (m.get("heldout") or {}).get("positive_share") if isinstance(m.get("heldout"), dict) else None)
+    if base is not None and not (_finite(base) and 0 < base < 1):
+        return f"base rate {base!r} is not a number strictly between 0 and 1"
+    return None
 
 
 def iter_names(items: Iterable[str]) -> list[str]:

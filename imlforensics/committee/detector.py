@@ -56,7 +56,7 @@ class Committee(Detector):
         self.doc = read_priors(priors or DEFAULT_PRIORS)
         spec = self.doc.get("fusion") or {}
         voter = voter or spec.get("default_voter", "prior")
-        if voter not in VOTERS or fusion not in FUSIONS or float(temperature) <= 0:
+        if voter not in VOTERS or fusion not in FUSIONS or not float(temperature) > 0 or float(temperature) == float("inf"):
             raise ValueError(f"voter must be {'/'.join(VOTERS)}, fusion {'/'.join(FUSIONS)}, temperature > 0")
         self.stacker: Stacker | None = None
         if voter == "learned":
@@ -105,6 +105,11 @@ class Committee(Detector):
         else:
             score = float(1.0 / (1.0 + np.exp(-stat)))
         return fused, score
+
+    def memory_needed(self, img: ImageData) -> int:
+        # members run one after another; their maps (float32) are kept for the fusion
+        peak = max((m.memory_needed(img) for m in self.members.values()), default=0)
+        return peak + img.width * img.height * (4 * len(self.members) + 24)
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         raw, rows, notes = {}, [], []

@@ -8,7 +8,13 @@ imports both, so every detector is registered before ``load_detector`` can be ca
 
 from . import copymove, deep, dq, ela, jpeg_grid, noise  # noqa: F401  (registration)
 from .base import Detector, Prediction
-from .registry import DEFAULT_DETECTOR, DEFAULT_FALLBACK, list_detectors, load_detector, register_detector
+from .registry import (
+           DEFAULT_DETECTOR,
+           DEFAULT_FALLBACK,
+           list_detectors,
+           load_detector,
+           register_detector,
+)
 
 deep.register_cards()
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import ImageError
 from ..io.image import ImageData, ImageLike, as_image
 
 
@@ -52,10 +53,18 @@ class Detector:
     license: ClassVar[str] = "MIT"
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # peak working memory of analyse() per pixel of the image, in bytes (measured at 12 MP by
+    # benchmarks/speed.py, with a margin); an image that would need more than is available is refused
+    bytes_per_pixel: ClassVar[float] = 48.0
+
+    def memory_needed(self, img: ImageData) -> int:
+        """Bytes :meth:`analyse` needs for ``img`` at its peak, about."""
+        return int(img.width * img.height * self.bytes_per_pixel)
 
     def predict(self, image: ImageLike) -> Prediction:
         """Analyse one image (path, array, PIL image or ImageData)."""
         img = as_image(image)
+        _check_memory(self.memory_needed(img), img, self.name)
         start = time.perf_counter()
         heatmap, score, extras = self.analyse(img)
         seconds = time.perf_counter() - start
@@ -86,6 +95,48 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still take: the least of the memory the system has available, the
+    room left under a cgroup (container) limit and under an address-space limit (``ulimit -v``);
+    None when none can be read."""
+    limits: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        top = open("/sys/fs/cgroup/memory.max").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        if top != "max":
+            limits.append(int(top) - used)
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                size = int(f.read().split()[0]) * resource.getpagesize()
+            limits.append(soft - size)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(0, min(limits)) if limits else None
+
+
+def _check_memory(needed: int, img: ImageData, name: str) -> None:
+    if needed < 256_000_000:  # small images are never refused (and the check costs nothing)
+        return
+    free = available_memory()
+    if free is not None and needed > free:
+        raise ImageError(f"too large for the memory available: analysing this {img.width}x{img.height} image with "
+                         f"{name} needs about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB is available (a smaller "
+                         "--max-pixels refuses such images before they are decoded)")
 
 
 def _checked_heatmap(heatmap: np.ndarray, img: ImageData, name: str) -> np.ndarray:

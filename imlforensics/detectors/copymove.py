@@ -472,6 +472,7 @@ class CopyMoveDetector(Detector):
     needs = "any image"
     paper = "Amerini et al., A SIFT-based forensic method for copy-move attack detection, TIFS 2011"
     summary = "SIFT g2NN matching, clustering, RANSAC; marks duplicated regions (copy and original)"
+    bytes_per_pixel = 80
 
     def __init__(self, ratio: float = 0.5, contrast_threshold: float = 0.02, max_pixels: int = 3_000_000,
                  max_keypoints: int = 10000, min_inliers: int = 4, min_shift: float = 12.0, window: int = 7,

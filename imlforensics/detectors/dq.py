@@ -818,6 +818,7 @@ class DoubleQuantizationDetector(Detector):
         "Lin et al., Pattern Recognition 2009; Bianchi & Piva, IEEE TIFS 2012; "
         "Bianchi, De Rosa & Piva, ICASSP 2011"
     )
+    bytes_per_pixel = 48
     summary = (
         "aligned double JPEG compression: 8x8 blocks whose DCT coefficients contradict the image's dominant history"
     )
@@ -843,6 +844,9 @@ class DoubleQuantizationDetector(Detector):
         self.standard_tables = bool(standard_tables)
         self.n_classes = max(1, int(n_classes))
         self.min_evidence = float(min_evidence)
+
+    def memory_needed(self, img: ImageData) -> int:
+        return super().memory_needed(img) if img.is_jpeg else 0  # refuses a non-JPEG at once
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         if not img.is_jpeg:

@@ -63,7 +63,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ImageError, NotApplicable
-from ..io.image import ImageData
+from ..io.image import ImageData, pillow_limit_off
 from ..io.jpegtables import estimate_jpeg_quality
 from .base import Detector
 from .maps import logistic, top_mean, upsample
@@ -75,7 +75,9 @@ def jpeg_resave(rgb: np.ndarray, quality: int, subsampling: int = 2) -> np.ndarr
     """Round trip an RGB uint8 image through a baseline JPEG (libjpeg via Pillow)."""
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=int(quality), subsampling=subsampling)
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
+    with pillow_limit_off():
+        im = Image.open(io.BytesIO(buf.getvalue()))
+    with im:
         return np.asarray(im.convert("RGB"))
 
 
@@ -130,6 +132,7 @@ class ElaDetector(Detector):
     needs = "any image"
     paper = "Krawetz, 'A picture's worth: digital image analysis and forensics', Black Hat 2007"
     summary = "Error level analysis: re-save as JPEG, flag blocks whose error is unusual for their texture"
+    bytes_per_pixel = 32
 
     MIN_SIDE = 2 * BLOCK
     EPS = 0.5  # grey levels: mean differences below this are rounding noise

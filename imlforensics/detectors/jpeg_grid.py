@@ -64,7 +64,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import NotApplicable
-from ..io.image import ImageData
+from ..io.image import ImageData, pillow_limit_off
 from .base import Detector
 from .maps import logistic, top_mean, upsample
 from .registry import register_detector
@@ -266,7 +266,9 @@ def analysis_luma(img: ImageData) -> tuple[np.ndarray, np.ndarray, str]:
     """
     if img.is_jpeg:
         try:
-            with Image.open(img.path) as im:
+            with pillow_limit_off():
+                opened = Image.open(img.path)
+            with opened as im:
                 if im.mode in ("RGB", "YCbCr", "L"):
                     if im.mode == "RGB":
                         im.draft("YCbCr", im.size)
@@ -420,6 +422,7 @@ class JpegGridDetector(Detector):
     paper = ("Nikoukhah et al., ZERO, CVPRW 2019 / IPOL 2021; Iakovidou et al., CAGI, JVCIR 2018; "
              "Li, Yuan & Yu, BLK, Signal Processing 2009")
     summary = "regions whose 8x8 JPEG grid is misaligned with or missing from the image's grid (DCT zeros)"
+    bytes_per_pixel = 64
 
     def __init__(self, window: int = 7, tolerance: float = 1.0, strength_tolerance: float = 2.0,
                  foreign_center: float = 8.0,

@@ -142,6 +142,7 @@ class NoiseDetector(Detector):
     needs = "any image"
     paper = "Mahdian & Saic, 'Using noise inconsistencies for blind image forensics', IVC 2009"
     summary = "Local noise level (db8 wavelet HH1, median estimator) compared with the image's own"
+    bytes_per_pixel = 32
 
     FLOOR = 0.25  # grey levels added before the log
     CHROMA_WEIGHT = 0.25  # each of Cb and Cr; Y gets the rest

@@ -8,6 +8,8 @@ modules register the built-in detectors, before any of these functions can run.
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any, TypeVar
 
 from ..errors import UnknownDetector
@@ -48,10 +50,38 @@ def canonical_name(name: str) -> str:
 def load_detector(name: str, **options: Any) -> Detector:
     """Create the detector registered as ``name`` with its keyword options."""
     cls = _DETECTORS[canonical_name(name)]
+    _check_option_types(cls, options)
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
         raise UnknownDetector(f"bad options for detector {cls.name}: {exc}") from None
+
+
+def _check_option_types(cls: type[Detector], options: dict[str, Any]) -> None:
+    """Refuse an option whose value is not of its default's type (``-O default_quality=abc``
+    reached the detector as text and failed there with a raw TypeError)."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in options.items():
+        p = params.get(key)
+        default = None if p is None else p.default
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (isinstance(default, float) or float(value).is_integer()))
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[type(default)]
+            raise UnknownDetector(f"bad options for detector {cls.name}: {key}={value!r} must be {kind} "
+                                  f"(default {default!r})")
 
 
 def detector_class(name: str) -> type[Detector]:

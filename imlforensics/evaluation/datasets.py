@@ -57,12 +57,26 @@ def load_dataset(path: str | Path) -> list[Sample]:
 
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Boolean mask (any channel > 127 is tampered), resized with nearest neighbour to ``shape``."""
+    """Boolean mask, resized with nearest neighbour to ``shape``. A pixel is tampered when its gray
+    value is over half the range (127 of 255, 32767 of 65535); a mask whose values are only 0 and 1
+    (saved without scaling) counts 1 as tampered."""
     import cv2
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("L") if im.mode not in ("L", "1") else im)
-    mask = arr > 127 if arr.dtype != bool else arr
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("1", "L", "I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im)
+            else:
+                arr = np.asarray(im.convert("L"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"mask {path}: not a readable image ({exc})") from None
+    if arr.dtype == bool:
+        mask = arr
+    else:
+        top = int(arr.max(initial=0))
+        mask = arr > 0 if top == 1 else arr > (32767 if arr.dtype.itemsize > 1 and top > 255 else 127)
+    if mask.ndim != 2:
+        mask = mask.reshape(mask.shape[0], mask.shape[1], -1).any(axis=2)
     if shape is not None and mask.shape != tuple(shape):
         mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
     return mask

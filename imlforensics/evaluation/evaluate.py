@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -46,6 +45,7 @@ class ImageRecord:
     flagged: float | None = None
     seconds: float | None = None
     error: str | None = None
+    warning: str | None = None
 
 
 # A source turns a sample into (heatmap, image score, seconds); it raises ImlfError on failure.
@@ -92,10 +92,18 @@ class DirectorySource:
                 heat = heat[..., 0]
         else:
             raise ImlfError(f"no prediction {stem}.heatmap.npy or {stem}.heatmap.png in {self.pred_dir}")
+        if heat.ndim != 2 or heat.size == 0:
+            raise ImlfError(f"prediction for {stem} is not a 2-D map (shape {heat.shape})")
+        bad = int(np.count_nonzero(~np.isfinite(heat)))
+        if bad:
+            raise ImlfError(f"prediction for {stem} has {bad} NaN or infinite values of {heat.size}")
         meta = self.pred_dir / f"{stem}.json"
-        score = float(heat.max()) if heat.size else 0.0
+        score = float(heat.max())
         if meta.is_file():
-            score = float(json.loads(meta.read_text()).get("score", score))
+            try:
+                score = float(json.loads(meta.read_text()).get("score", score))
+            except (OSError, ValueError, TypeError, AttributeError):
+                raise ImlfError(f"{meta}: not a readable imlf detect report") from None
         return heat, score, 0.0
 
 
@@ -104,21 +112,61 @@ def score_sample(sample: Sample, source: Source, threshold: float, device: str |
     from .metrics import pixel_scores
 
     rec = ImageRecord(image=str(sample.image), authentic=sample.authentic)
+    warnings: list[str] = []
     try:
         heat, score, seconds = source(sample)
-        gt = np.zeros(heat.shape, bool) if sample.mask is None else read_mask(sample.mask, heat.shape)
+        heat = np.asarray(heat, np.float32)
+        if not np.isfinite(heat).all():
+            raise ImlfError("the map has NaN or infinite values")
+        size = _image_size(sample.image)
+        if size is not None and heat.shape != size:
+            warnings.append(f"map is {heat.shape[1]}x{heat.shape[0]}, the image {size[1]}x{size[0]}: map resized")
+            heat = _resize(heat, size)
+        if sample.mask is None:
+            gt = np.zeros(heat.shape, bool)
+        else:
+            gt_raw = read_mask(sample.mask)
+            if gt_raw.shape != heat.shape:
+                warnings.append(f"mask is {gt_raw.shape[1]}x{gt_raw.shape[0]}, the image {heat.shape[1]}x{heat.shape[0]}: "
+                                "mask resized (nearest)")
+                gt = read_mask(sample.mask, heat.shape)
+            else:
+                gt = gt_raw
+            if not gt.any():
+                warnings.append("the ground-truth mask marks no pixel: left out of the pixel metrics")
     except ImlfError as exc:
         rec.error = str(exc)
+        return rec
+    except MemoryError:
+        rec.error = "out of memory"
         return rec
     except (OSError, ValueError) as exc:
         rec.error = f"{type(exc).__name__}: {exc}"
         return rec
+    rec.warning = "; ".join(warnings) or None
     ps = pixel_scores(heat, gt, threshold, device)
     rec.score, rec.seconds = float(score), float(seconds)
     rec.f1, rec.iou, rec.f1_best, rec.iou_best = ps.f1, ps.iou, ps.f1_best, ps.iou_best
     rec.threshold_best, rec.auc, rec.flagged = ps.threshold_best, ps.auc, ps.flagged
     rec.f1_grip_fixed, rec.f1_grip_best, rec.f1_soft = ps.f1_grip_fixed, ps.f1_grip_best, ps.f1_soft
     return rec
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the image file's header, or None when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _resize(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(heat, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
 _WORKER: dict = {}
@@ -145,8 +193,9 @@ def run(samples: list[Sample], factory: Callable[[], Source], threshold: float =
         for s in samples:
             yield score_sample(s, source, threshold, device)
         return
-    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(factory, threshold)) as pool:
-        yield from pool.map(_work, samples, chunksize=4)
+    from ..runs.workers import pool_map
+
+    yield from pool_map(_work, samples, jobs, _init_worker, (factory, threshold), chunksize=4)
 
 
 def summarize(records: Iterable[ImageRecord], threshold: float) -> dict:
@@ -201,6 +250,7 @@ def summarize(records: Iterable[ImageRecord], threshold: float) -> dict:
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
     out["errors"] = errors
+    out["warned"] = sum(1 for r in recs if r.warning)
     return out
 
 

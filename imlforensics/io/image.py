@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import ImageError
+from .files import check_input
 
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".webp", ".bmp"}
@@ -128,25 +129,31 @@ def read_jpeg_coefficients(path: str | Path) -> JpegData:
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
     """Decode an image file for analysis, or raise ImageError with a one-line reason."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with _pil_pixel_limit():
+            with pillow_limit_off():
                 im = Image.open(io.BytesIO(data))
             fmt = im.format
             width, height = im.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageError(
-                    f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
-                    f"--max-pixels limit of {max_pixels / 1e6:.1f} MP"
+                    f"image is {width}x{height} = {pixel_count(width * height)}, over the "
+                    f"--max-pixels limit of {pixel_count(max_pixels)}"
                 )
+            if width == 0 or height == 0:
+                raise ImageError(f"empty image ({width}x{height} pixels)")
             if fmt not in SUPPORTED_FORMATS:
                 raise ImageError(f"unsupported image format {fmt} (supported: JPEG, PNG, TIFF, WebP, BMP)")
             frames = int(getattr(im, "n_frames", 1) or 1)
             im.load()
             orientation = _orientation(im)
             pixels, conversion = _to_rgb8(im)
+            bits = _stored_bits(im, data)
+            if bits > 8 and not im.mode.startswith(("I", "F")):  # 16-bit gray has its own conversion
+                reduced = f"{bits}-bit colour reduced to 8 bits per channel by the decoder (high byte)"
+                conversion = f"{reduced}; {conversion}" if conversion else reduced
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -176,6 +183,8 @@ def as_image(image: ImageLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
     if isinstance(image, (str, Path)):
         return load_image(image, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
+        if 0 in image.size:
+            raise ImageError(f"empty image ({image.size[0]}x{image.size[1]} pixels)")
         pixels, conversion = _to_rgb8(image)
         return ImageData(pixels=pixels, format=image.format, mode=image.mode, conversion=conversion)
     if isinstance(image, np.ndarray):
@@ -183,25 +192,63 @@ def as_image(image: ImageLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
     raise TypeError(f"expected a path, numpy array, PIL image or ImageData, got {type(image).__name__}")
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise ImageError("no such file")
-    if path.is_dir():
-        raise ImageError("is a directory")
+# the first bytes of every format that load_image accepts
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"BM")
+
+
+def pixel_count(n: int | float) -> str:
+    """``12.0 MP`` for large counts, ``1000 pixels`` below a tenth of a megapixel."""
+    return f"{n / 1e6:.1f} MP" if n >= 100_000 else f"{int(n)} pixels"
+
+
+def max_file_bytes(max_pixels: int | None) -> int | None:
+    """The largest file an image of ``max_pixels`` can come in: 8 bytes a pixel (16-bit RGBA,
+    uncompressed) plus 16 MB of metadata; None when pixels are not limited."""
+    return None if max_pixels is None else max_pixels * 8 + 16_000_000
+
+
+def _read_bytes(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """The file's bytes, after checks that read as little as possible: a FIFO, device or folder is
+    refused before it is opened, a file that does not start like an image is refused after its
+    first bytes, and no file larger than an image of ``max_pixels`` could be is read at all."""
+    size = check_input(path, ImageError).st_size
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            head = f.read(16)
+            if not (head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+                raise ImageError(f"not a recognised image file ({_sniff(head + f.read(496))})")
+            limit = max_file_bytes(max_pixels)
+            if limit is not None and size > limit:
+                raise ImageError(f"file is {size / 1e6:.0f} MB, more than an image within the --max-pixels "
+                                 f"limit of {pixel_count(max_pixels)} can take")
+            data = head + f.read()
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageError("empty file (0 bytes)")
     return data
 
 
-class _pil_pixel_limit:
-    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit.
+def _stored_bits(im: Image.Image, data: bytes) -> int:
+    """Bits per sample as stored (PNG's IHDR, TIFF's BitsPerSample); 8 when the file does not say."""
+    try:
+        if im.format == "PNG" and len(data) > 25:
+            return int(data[24])
+        if im.format == "TIFF":
+            bits = im.tag_v2.get(258)
+            return int(max(bits) if isinstance(bits, tuple) else bits or 8)
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return 8
+
+
+class pillow_limit_off:
+    """Let our own --max-pixels check decide, instead of Pillow's fixed decompression-bomb limit
+    (which warns on stderr above 89 MP and refuses above 179 MP).
 
     Pillow's check is switched off only while a header is opened; ``load_image`` compares the
-    header's size with ``max_pixels`` before any pixel is decoded."""
+    header's size with ``max_pixels`` before any pixel is decoded, and detectors that reopen
+    an image already checked (a JPEG round trip) open it under this too."""
 
     def __enter__(self):
         _PIL_LIMIT_LOCK.acquire()
@@ -256,6 +303,8 @@ def _to_rgb8(im: Image.Image) -> tuple[np.ndarray, str | None]:
 
 
 def _array_to_rgb8(arr: np.ndarray) -> np.ndarray:
+    if arr.size == 0 or (arr.ndim >= 2 and 0 in arr.shape[:2]):
+        raise ImageError(f"empty image array (shape {arr.shape})")
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -274,6 +323,8 @@ def _array_to_rgb8(arr: np.ndarray) -> np.ndarray:
 
 def _sniff(data: bytes) -> str:
     head = data[:512]
+    if not head.strip(b"\x00"):
+        return "only zero bytes"
     try:
         head.decode("utf-8")
         return "looks like text"

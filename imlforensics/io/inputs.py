@@ -7,6 +7,7 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+from .files import describe_problem, safe_resolve
 from .image import IMAGE_SUFFIXES
 
 GLOB_CHARS = set("*?[")
@@ -21,7 +22,7 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[Path],
     seen: set[Path] = set()
 
     def add(p: Path) -> None:
-        key = p.resolve()
+        key = safe_resolve(p)
         if key not in seen:
             seen.add(key)
             files.append(p)
@@ -29,8 +30,9 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[Path],
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = _images_in(path, recursive)
-            if not found:
+            found, unreadable = _images_in(path, recursive)
+            problems += unreadable
+            if not found and not unreadable:
                 problems.append((arg, "no image files in this folder" + ("" if recursive else " (try --recursive)")))
             for p in found:
                 add(p)
@@ -46,12 +48,21 @@ def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[Path],
     return files, problems
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def _images_in(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files of ``folder`` (by suffix, hidden entries left out), and (path, reason) for
+    entries named like images that cannot be read as files: symlink loops, dangling links, FIFOs,
+    devices. Symbolic links to folders are not followed, so a link loop cannot recurse."""
     pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    found, unreadable = [], []
+    for p in sorted(folder.glob(pattern)):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        problem = describe_problem(p)
+        if problem is None:
+            found.append(p)
+        elif problem != "is a directory":
+            unreadable.append((str(p), problem))
+    return found, unreadable
 
 
 def output_stems(files: list[Path]) -> dict[Path, str]:
@@ -62,6 +73,6 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
         if counts[p.stem] == 1:
             stems[p] = p.stem
         else:
-            digest = hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]
+            digest = hashlib.sha256(str(safe_resolve(p)).encode()).hexdigest()[:8]
             stems[p] = f"{p.stem}-{digest}"
     return stems

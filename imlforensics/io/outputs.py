@@ -89,6 +89,37 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
         raise
 
 
+class OutputSet:
+    """The files of one result, written together: when one write fails (a full disk), the files
+    this set already wrote, and its completion mark (the JSON written last), are removed, so a
+    result is either whole or absent and a plain rerun is not blocked by its own leftovers.
+
+        with OutputSet(overwrite, mark=paths.json) as out:
+            out.write(paths.heatmap, data)
+            ...
+    """
+
+    def __init__(self, overwrite: bool = False, mark: Path | None = None):
+        self.overwrite, self.mark = overwrite, mark
+        self.written: list[Path] = []
+
+    def write(self, path: Path, data: bytes) -> None:
+        write_atomic(path, data, self.overwrite)
+        self.written.append(path)
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if kind is not None:
+            for p in self.written + ([self.mark] if self.mark is not None else []):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+        return False
+
+
 def png_bytes(arr: np.ndarray) -> bytes:
     """PNG of a gray (H, W) or RGB (H, W, 3) uint8 array."""
     if arr.ndim == 3:

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImlfError, OutputError
+from ..io.files import read_input
 from ..io.image import IMAGE_SUFFIXES
-from ..io.outputs import heatmap_u8, json_bytes, overlay, png_bytes, write_atomic
+from ..io.outputs import OutputSet, heatmap_u8, json_bytes, overlay, png_bytes, write_atomic
 
 
 @dataclass(frozen=True)
@@ -38,18 +39,64 @@ class Pair:
         return self.tampered.stem
 
 
-def read_pairs_csv(path: Path) -> list[Pair]:
-    """Pairs from a CSV with ``original`` and ``tampered`` columns (paths relative to its folder)."""
+MAX_PAIRS_FILE = 256_000_000  # bytes; a pairs file of 2 million rows is some 200 MB
+
+
+def read_pairs_csv(path: Path) -> tuple[list[Pair], list[tuple[str, str]]]:
+    """Pairs from a CSV with ``original`` and ``tampered`` columns (paths relative to its folder),
+    and (row, reason) for rows that give no pair: ragged, empty fields, listed twice. The file is
+    UTF-8 (a BOM is fine) or UTF-16 with its BOM; anything else is refused in one line."""
+    data = read_input(path, MAX_PAIRS_FILE, ImlfError) if path.exists() or path.is_symlink() else None
+    if data is None:
+        raise ImlfError(f"{path}: no such pairs file")
+    text = _decode(path, data)
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ImlfError(f"{path}: cannot read the pairs file ({exc.strerror or exc})") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows or not {"original", "tampered"} <= set(rows[0]):
-        raise ImlfError(f"{path}: a pairs file needs the columns original and tampered")
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ImlfError(f"{path}, line {reader.line_num}: not a readable CSV row ({exc})") from None
+    rows = [r for r in rows if any(f.strip() for f in r)]
+    if not rows:
+        raise ImlfError(f"{path}: the pairs file is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    if "original" not in header or "tampered" not in header:
+        raise ImlfError(f"{path}: a pairs file needs a header row naming the columns original and tampered "
+                        f"(its first row is {', '.join(rows[0][:4])})")
+    if len(rows) == 1:
+        raise ImlfError(f"{path}: the pairs file has a header but no pairs")
+    io_, it = header.index("original"), header.index("tampered")
     base = path.parent
-    return [Pair(base / r["original"].strip(), base / r["tampered"].strip()) for r in rows
-            if (r.get("original") or "").strip() and (r.get("tampered") or "").strip()]
+    pairs: list[Pair] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Pair] = set()
+    for n, row in enumerate(rows[1:], start=2):
+        where = f"{path.name} row {n}"
+        if len(row) != len(header):
+            problems.append((where, f"has {len(row)} fields, the header {len(header)}"))
+            continue
+        original, tampered = row[io_].strip(), row[it].strip()
+        if not original or not tampered:
+            problems.append((where, "an empty original or tampered field"))
+            continue
+        pair = Pair(base / original, base / tampered)
+        if pair in seen:
+            problems.append((where, f"the pair {original}, {tampered} is listed twice"))
+            continue
+        seen.add(pair)
+        pairs.append(pair)
+    return pairs, problems
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ImlfError(f"{path}: not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text (byte "
+                        f"0x{data[exc.start]:02x} at offset {exc.start}); save the pairs file as UTF-8") from None
 
 
 def match_folders(originals: Path, tampered: Path) -> tuple[list[Pair], list[str]]:
@@ -76,13 +123,22 @@ def match_folders(originals: Path, tampered: Path) -> tuple[list[Pair], list[str
 
 
 def unique_stems(pairs: list[Pair]) -> dict[Pair, str]:
-    """An output stem per pair; pairs whose tampered files share a stem get a numbered suffix."""
-    seen: dict[str, int] = {}
+    """An output stem per pair, all different: the first pair of a stem keeps it, later ones get
+    ``-2``, ``-3``, ... skipping every name another pair has or was given (``c/a.jpg`` after
+    ``tamp/a.jpg`` must not take the name of ``c/a-2.jpg``). Names are compared case-insensitively,
+    as some file systems do."""
+    taken = {p.stem.lower() for p in pairs}
+    used: set[str] = set()
     out = {}
     for p in pairs:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        out[p] = p.stem if n == 0 else f"{p.stem}-{n + 1}"
+        stem = p.stem
+        if stem.lower() in used:
+            n = 2
+            while f"{stem}-{n}".lower() in taken or f"{stem}-{n}".lower() in used:
+                n += 1
+            stem = f"{stem}-{n}"
+        used.add(stem.lower())
+        out[p] = stem
     return out
 
 
@@ -102,11 +158,12 @@ def write_outputs(result: Any, tampered_rgb: np.ndarray, out_dir: Path, stem: st
         for p in paths.values():
             if p.exists():
                 raise OutputError(f"{p} exists (use --overwrite to replace it)")
-    write_atomic(paths["mask"], mask_png(result.mask), overwrite)
-    write_atomic(paths["change"], png_bytes(heatmap_u8(result.soft)), overwrite)
-    write_atomic(paths["overlay"], png_bytes(overlay(tampered_rgb, result.soft, result.mask)), overwrite)
     outputs = {k: str(v) for k, v in paths.items()}
-    write_atomic(paths["json"], json_bytes({**report, "outputs": outputs}), overwrite)
+    with OutputSet(overwrite, mark=paths["json"]) as out:
+        out.write(paths["mask"], mask_png(result.mask))
+        out.write(paths["change"], png_bytes(heatmap_u8(result.soft)))
+        out.write(paths["overlay"], png_bytes(overlay(tampered_rgb, result.soft, result.mask)))
+        out.write(paths["json"], json_bytes({**report, "outputs": outputs}))
     return outputs
 
 
@@ -141,9 +198,10 @@ class DatasetWriter:
             data = pair.tampered.read_bytes()
         except OSError as exc:
             raise ImlfError(f"{pair.tampered}: cannot read ({exc.strerror or exc})") from None
-        write_atomic(t["mask"], mask_png(mask), self.overwrite)
-        write_atomic(t["image"], data, self.overwrite)
-        write_atomic(t["report"], json_bytes(report), self.overwrite)
+        with OutputSet(self.overwrite, mark=t["mask"]) as out:  # dataset.json lists images whose mask exists
+            out.write(t["image"], data)
+            out.write(t["report"], json_bytes(report))
+            out.write(t["mask"], mask_png(mask))
         self.done += 1
 
     def fail(self, pair: Pair, reason: str) -> None:

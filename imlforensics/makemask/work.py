@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from ..errors import ImlfError
+from ..runs.workers import one_thread_per_library, pool_map
 
 
 def models(opts: dict[str, Any]) -> dict[str, Any]:
@@ -42,12 +44,41 @@ def analyse_pair(original: Path, tampered: Path, opts: dict[str, Any], limit: in
     except ImlfError as exc:  # (failures are reported under the tampered image's name: say whose)
         raise ImlfError(f"original {original}: {exc}") from None
     t = load_image(tampered, max_pixels=limit)
+    ratio = ((o.width * o.height) / max(t.width * t.height, 1)) ** 0.5
+    if ratio < MIN_SIZE_RATIO:
+        raise ImlfError(f"the original ({o.width}x{o.height}) is 1/{1 / ratio:.0f} the size of the tampered image "
+                        f"({t.width}x{t.height}): too small to tell lost detail from an edit (make-mask needs at "
+                        f"least 1/{1 / MIN_SIZE_RATIO:.0f} of its width)")
+    notes, o_used, t_used = [], o, t
+    gray_o, gray_t = _is_gray(o), _is_gray(t)
+    if gray_o != gray_t:  # comparing gray with colour would mark every coloured pixel
+        o_used, t_used = (o, _as_gray(t)) if gray_o else (_as_gray(o), t)
+        notes.append(f"the {'original' if gray_o else 'tampered image'} is grayscale: both copies are compared "
+                     "by their luminance only (changes of colour alone cannot be seen)")
     built = built if built is not None else models(opts)
-    res = make_mask(o, t, upscaler=built["upscaler"], features=built["features"])
+    res = make_mask(o_used, t_used, upscaler=built["upscaler"], features=built["features"])
+    res.warnings[:0] = notes
     report = {"original": {"path": str(original), "width": o.width, "height": o.height, "sha256": o.sha256},
               "tampered": {"path": str(tampered), "width": t.width, "height": t.height, "sha256": t.sha256},
               "imlforensics": __version__, **res.report, "warnings": res.warnings}
     return res, t, report
+
+
+MIN_SIZE_RATIO = 0.25  # the original's width over the tampered image's, below which no mask is made
+
+
+def _is_gray(img: Any) -> bool:
+    p = img.pixels
+    return bool((img.conversion or "").startswith("grayscale")
+                or (np.array_equal(p[..., 0], p[..., 1]) and np.array_equal(p[..., 1], p[..., 2])))
+
+
+def _as_gray(img: Any) -> Any:
+    """The image with its luma (BT.601, rounded) in all three channels."""
+    from dataclasses import replace
+
+    luma = np.clip(np.rint(img.gray), 0, 255).astype(np.uint8)
+    return replace(img, pixels=np.repeat(luma[..., None], 3, axis=2), conversion="luma copied to R, G, B")
 
 
 _WORKER: dict[str, Any] = {}
@@ -55,14 +86,10 @@ _WORKER: dict[str, Any] = {}
 
 def _init(opts: dict[str, Any], limit: int | None, one_thread: bool = True) -> None:
     """A worker: the options, the learned models built once, and (in a pool) one thread per library."""
-    if one_thread:
-        import cv2
-
-        cv2.setNumThreads(1)
     _WORKER["opts"], _WORKER["limit"] = opts, limit
     _WORKER["models"] = models(opts)
-    if one_thread and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    if one_thread:
+        one_thread_per_library()
 
 
 def _work(item: tuple[str, str]) -> tuple[str, str, Any, dict | None, str | None]:
@@ -87,11 +114,4 @@ def run_pairs(items: list[tuple[str, str]], jobs: int, opts: dict[str, Any], lim
         for it in items:
             yield _work(it)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(opts, limit)) as pool:
-        yield from pool.map(_work, items, chunksize=1)
+    yield from pool_map(_work, items, jobs, _init, (opts, limit))

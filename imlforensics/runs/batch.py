@@ -4,9 +4,12 @@
   the previous one's outputs (:func:`imlforensics.runs.detect.detect_stream`). With ``jobs`` > 1,
   each worker process builds the detector once, with one BLAS/OpenMP/torch thread, and analyses
   the images handed to it.
-* The ledger ``<out>/ledger.jsonl`` gets one line per finished image, appended and flushed to disk
-  only after all of that image's outputs were written (atomically). ``resume`` skips images whose
-  ledger line says done and whose JSON output exists; a line cut by a crash is ignored.
+* The ledger ``<out>/ledger.jsonl`` gets one line per finished image (done or failed), appended
+  and flushed to disk only after all of that image's outputs were written (atomically). ``resume``
+  skips images whose latest ledger line says done and whose JSON output exists; a line cut by a
+  crash, or damaged, is ignored. ``summary.csv`` is made from the whole ledger, so runs and shards
+  into one folder add up.
+* :class:`OutputLock` keeps two runs from writing the same folder at once (shards excepted).
 * ``shard`` (K, N) keeps the images whose path hash falls in share K of N, so N processes or
   machines split a corpus without coordination.
 """
@@ -18,12 +21,12 @@ import hashlib
 import io
 import json
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import ImlfError
+from ..errors import ImlfError, OutputError
+from ..io.files import safe_resolve
+from .workers import one_thread_per_library, pool_map
 
 LEDGER = "ledger.jsonl"
 SUMMARY = "summary.csv"
@@ -33,7 +36,7 @@ def in_shard(path: Path, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     k, n = shard
-    h = int(hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12], 16)
+    h = int(hashlib.sha256(str(safe_resolve(path)).encode()).hexdigest()[:12], 16)
     return h % n == k - 1
 
 
@@ -49,21 +52,60 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def read_ledger(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished images by path, from complete ledger lines whose JSON output still exists."""
-    done: dict[str, dict[str, Any]] = {}
+def _ledger_path(out_dir: Path) -> Path:
+    path = out_dir / LEDGER
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path} is not a file: move it away (the ledger of a run is a file)")
+    return path
+
+
+def ledger_key(path: str | Path) -> str:
+    """The ledger's name for an input: its absolute, resolved path, the same from any folder."""
+    return str(safe_resolve(path))
+
+
+def read_ledger_entries(out_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The latest complete ledger line per input (by :func:`ledger_key`), and how many lines could
+    not be read (cut by a crash, or damaged). Lines of older ledgers, which named inputs relative to
+    the folder the run was started from, are keyed as if relative to the current folder."""
+    latest: dict[str, dict[str, Any]] = {}
+    bad = 0
     try:
-        lines = (out_dir / LEDGER).read_text().splitlines()
-    except OSError:
-        return done
-    for line in lines:
+        raw = _ledger_path(out_dir).read_bytes()
+    except FileNotFoundError:
+        return latest, 0
+    except OSError as exc:
+        raise OutputError(f"cannot read {out_dir / LEDGER}: {exc.strerror or exc}") from None
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
         try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if rec.get("status") == "done" and Path(rec.get("json", "")).is_file():
-            done[rec["image"]] = rec
-    return done
+            rec = json.loads(line.decode("utf-8"))
+            key = ledger_key(rec["image"])
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        if isinstance(rec, dict) and rec.get("status") in ("done", "failed"):
+            latest[key] = rec
+        else:
+            bad += 1
+    return latest, bad
+
+
+def _json_output(out_dir: Path, rec: dict[str, Any]) -> Path | None:
+    name = str(rec.get("json") or "")
+    if not name:
+        return None
+    for candidate in (out_dir / name, Path(name), out_dir / Path(name).name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_ledger(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Finished inputs by :func:`ledger_key`, from ledger lines whose JSON output still exists."""
+    entries, _ = read_ledger_entries(out_dir)
+    return {k: r for k, r in entries.items() if r["status"] == "done" and _json_output(out_dir, r) is not None}
 
 
 def remove_stale_temporaries(out_dir: Path, stems: Iterable[str]) -> int:
@@ -83,28 +125,100 @@ def remove_stale_temporaries(out_dir: Path, stems: Iterable[str]) -> int:
 
 
 class Ledger:
+    """``<out>/ledger.jsonl``: one JSON line per finished input (done or failed), appended and
+    flushed to disk once the input's outputs are written. Inputs are named by :func:`ledger_key`
+    and JSON outputs relative to the output folder, so a run resumes from any working folder and
+    the folder can be moved."""
+
     def __init__(self, out_dir: Path):
-        self.f = open(out_dir / LEDGER, "a", encoding="utf-8")
+        self.out_dir = out_dir
+        path = _ledger_path(out_dir)
+        try:
+            self.f = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot open the ledger {path}: {exc.strerror or exc}") from None
+
+    def done(self, path: str | Path, record: dict[str, Any]) -> dict[str, Any]:
+        entry = {"image": ledger_key(path), "input": str(path), "status": "done",
+                 "json": os.path.relpath(safe_resolve(record["outputs"]["json"]), safe_resolve(self.out_dir)),
+                 "summary": {k: record.get(k) for k in ("score", "tampered_fraction", "seconds")}}
+        self.add(entry)
+        return entry
+
+    def failed(self, path: str | Path, reason: str) -> dict[str, Any]:
+        entry = {"image": ledger_key(path), "input": str(path), "status": "failed", "error": reason}
+        self.add(entry)
+        return entry
 
     def add(self, entry: dict[str, Any]) -> None:
-        self.f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        try:
+            self.f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write the ledger {self.out_dir / LEDGER}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:
+            pass
+
+
+class OutputLock:
+    """An advisory lock on an output folder for the length of a run (``<out>/.imlf.lock``).
+
+    A run without ``--shard`` holds it alone; shards of one corpus share it (they write disjoint
+    files) and each holds its own share's lock, so two runs that would write the same files never
+    run at once, while N shards can run side by side. Released when the process ends, however it ends.
+    """
+
+    def __init__(self, out_dir: Path, shard: tuple[int, int] | None = None, command: str = "imlf"):
+        self.files: list[Any] = []
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            return
+        try:
+            self._take(fcntl, out_dir / ".imlf.lock", fcntl.LOCK_SH if shard else fcntl.LOCK_EX, command, shard)
+            if shard:
+                self._take(fcntl, out_dir / f".imlf.shard-{shard[0]}-of-{shard[1]}.lock", fcntl.LOCK_EX, command, shard)
+        except BaseException:
+            self.release()
+            raise
+
+    def _take(self, fcntl: Any, path: Path, how: int, command: str, shard: tuple[int, int] | None) -> None:
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise OutputError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(f.fileno(), how | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            what = f"share {shard[0]}/{shard[1]} of " if shard and "shard" in path.name else ""
+            raise OutputError(f"another {command} run is writing {what}{path.parent} now: wait for it to end, or "
+                              "give another --out (shards of one corpus, --shard K/N, may share a folder)") from None
+        self.files.append(f)
+
+    def release(self) -> None:
+        for f in self.files:
+            f.close()
+        self.files = []
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def _init(factory: Callable[[], Any], job: dict[str, Any]) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
     _WORKER["detector"], _WORKER["job"] = factory(), job
-    if "torch" in sys.modules:  # only deep members import torch (its import alone takes seconds)
-        sys.modules["torch"].set_num_threads(1)
+    one_thread_per_library()
 
 
 def _outcome(path: str, record: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
@@ -151,15 +265,16 @@ def run_batch(items: list[tuple[str, str]], factory: Callable[[], Any], job: dic
         for path, rec, error in detect_stream(det, pairs, Path(job["out_dir"]), **_stream_args(job)):
             yield _outcome(str(path), rec, error)
         return
-    import multiprocessing
+    # fresh interpreters whose BLAS/OpenMP pools start with one thread each (runs.workers)
+    yield from pool_map(_one, items, jobs, _init, (factory, job))
 
-    # fresh interpreters whose BLAS/OpenMP pools start with one thread each: forked workers would
-    # inherit the parent's pools and oversubscribe the cores
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(factory, job)) as pool:
-        yield from pool.map(_one, items, chunksize=1)
+
+def summary_rows(out_dir: Path) -> list[dict[str, Any]]:
+    """One row per input the ledger knows (its latest line), in the order they were first recorded:
+    this run's images, earlier runs' and other shards' alike."""
+    entries, _ = read_ledger_entries(out_dir)
+    return [{"image": r.get("input") or r["image"], "status": r["status"], "record": r.get("summary") or {},
+             "error": r.get("error", "")} for r in entries.values()]
 
 
 def summary_csv(rows: list[dict[str, Any]], threshold: float) -> str:

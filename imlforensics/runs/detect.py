@@ -12,8 +12,10 @@ import numpy as np
 from .._version import __version__
 from ..detectors.base import Detector, Prediction
 from ..errors import NotApplicable, OutputError
+from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS, ImageData, load_image
 from ..io.outputs import (
+    OutputSet,
     OutputPaths,
     components,
     heatmap_u8,
@@ -22,7 +24,6 @@ from ..io.outputs import (
     output_paths,
     overlay,
     png_bytes,
-    write_atomic,
 )
 
 
@@ -122,7 +123,7 @@ def open_input(path: Path, out_dir: Path, stem: str | None, overwrite: bool, sav
                max_pixels: int | None, protected: frozenset[Path]) -> tuple[OutputPaths, ImageData]:
     """Check that the outputs of ``path`` may be written, then decode it."""
     paths = output_paths(out_dir, stem or path.stem, save_raw)
-    _check_targets(paths.all(), overwrite, protected | {path.resolve()})
+    _check_targets(paths.all(), overwrite, protected | {safe_resolve(path)})
     return paths, load_image(path, max_pixels=max_pixels)
 
 
@@ -149,19 +150,20 @@ def write_outputs(img: ImageData, pred: Prediction, detector: Detector, paths: O
     # extra layers (a committee's agreement and disagreement maps) are checked with the rest
     # before anything is written
     layers = {name: paths.json.with_name(paths.json.name[: -len(".json")] + f".{name}.png") for name in pred.layers}
-    _check_targets(list(layers.values()), overwrite, protected | ({img.path.resolve()} if img.path else set()))
+    _check_targets(list(layers.values()), overwrite, protected | ({safe_resolve(img.path)} if img.path else set()))
     mask = pred.heatmap >= threshold
     record = make_record(img, pred, detector, threshold, mask, paths)
-    write_atomic(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)), overwrite)
-    write_atomic(paths.mask, png_bytes(mask.astype(np.uint8) * 255), overwrite)
-    write_atomic(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)), overwrite)
-    if paths.raw is not None:
-        write_atomic(paths.raw, npy_bytes(pred.heatmap), overwrite)
-    for name, target in layers.items():
-        write_atomic(target, png_bytes(heatmap_u8(pred.layers[name])), overwrite)
-        record["outputs"][name] = str(target)
-    record["seconds"] = round(seconds + time.perf_counter() - start, 4)
-    write_atomic(paths.json, json_bytes(record), overwrite)
+    with OutputSet(overwrite, mark=paths.json) as out:
+        out.write(paths.heatmap, png_bytes(heatmap_u8(pred.heatmap)))
+        out.write(paths.mask, png_bytes(mask.astype(np.uint8) * 255))
+        out.write(paths.overlay, png_bytes(overlay(img.pixels, pred.heatmap, mask)))
+        if paths.raw is not None:
+            out.write(paths.raw, npy_bytes(pred.heatmap))
+        for name, target in layers.items():
+            out.write(target, png_bytes(heatmap_u8(pred.layers[name])))
+            record["outputs"][name] = str(target)
+        record["seconds"] = round(seconds + time.perf_counter() - start, 4)
+        out.write(paths.json, json_bytes(record))
     return record
 
 
@@ -194,7 +196,7 @@ def make_record(img: ImageData, pred: Prediction, detector: Detector, threshold:
 
 def _check_targets(paths: list[Path], overwrite: bool, protected: frozenset[Path]) -> None:
     for p in paths:
-        if p.resolve() in protected:
+        if safe_resolve(p) in protected:
             raise OutputError(f"refusing to write {p}: it is an input file")
     if not overwrite:
         existing = [p for p in paths if p.exists()]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ImlfError
+from ..io.files import UnsafePath, child_path
 from .cards import ModelCard, all_cards, load_card
 
 WEIGHTS_FILE = "model.safetensors"
@@ -48,7 +49,12 @@ def cache_root() -> Path:
 
 
 def weights_dir(name: str) -> Path:
-    return cache_root() / "weights" / name
+    """The cache folder of model ``name``; a name that would lead outside the cache is refused,
+    whatever a model card says."""
+    try:
+        return child_path(cache_root() / "weights", name, "model name")
+    except UnsafePath as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def cached_weights(name: str) -> Path | None:
@@ -97,10 +103,16 @@ def list_weights() -> list[dict[str, Any]]:
 
 
 def remove_weights(name: str) -> bool:
-    """Delete the cached weights of ``name``; False when there were none."""
+    """Delete the cached weights of ``name``; False when there were none. Only a real folder
+    inside the cache is deleted (never the target of a symbolic link)."""
     load_card(name)
     folder = weights_dir(name)
+    if folder.is_symlink():
+        raise WeightsError(f"refusing to delete {folder}: it is a symbolic link, not a folder of the cache")
     if not folder.exists():
         return False
-    shutil.rmtree(folder)
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        raise WeightsError(f"cannot delete {folder}: {exc.strerror or exc}") from None
     return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -82,6 +83,8 @@ class ModelCard:
 
 _REQUIRED = ("name", "summary", "paper", "architecture", "license", "redistribution", "training")
 KINDS = ("detector", "super-resolution", "features")
+# a card's name becomes a folder of the weights cache: nothing that could leave it
+_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 
 
 def parse_card(text: str, source: str = "<card>") -> ModelCard:
@@ -96,6 +99,10 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
     extra = sorted(set(data) - known)
     if extra:
         raise CardError(f"model card {source} has unknown keys: {', '.join(extra)}")
+    name = data["name"]
+    if not (isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name):
+        raise CardError(f"model card {source}: name {name!r} is not a plain model name "
+                        "(lower-case letters, digits and . _ + -, at most 64)")
     if data.get("kind", "detector") not in KINDS:
         raise CardError(f"model card {source}: kind must be one of {', '.join(KINDS)}")
     return ModelCard(**data)
@@ -110,23 +117,46 @@ def _card_folder():
 
 
 @lru_cache(maxsize=None)
-def all_cards() -> dict[str, ModelCard]:
-    """Every model card shipped with the package, plus those in the folders named by ``$IMLF_CARDS``
-    (``os.pathsep``-separated; for one's own models), by name."""
+def _read_cards() -> tuple[dict[str, ModelCard], tuple[str, ...]]:
     cards: dict[str, ModelCard] = {}
+    problems: list[str] = []
     folders = [_card_folder()] + [Path(p) for p in os.environ.get("IMLF_CARDS", "").split(os.pathsep) if p]
-    for folder in folders:
+    for i, folder in enumerate(folders):
         if not folder.is_dir():
-            raise CardError(f"IMLF_CARDS names {folder}, which is not a folder")
+            problems.append(f"IMLF_CARDS names {folder}, which is not a folder")
+            continue
         for entry in sorted(folder.iterdir(), key=lambda p: p.name):
             if entry.name.endswith(".toml"):
-                card = parse_card(entry.read_text(encoding="utf-8"), entry.name)
+                try:
+                    card = parse_card(entry.read_text(encoding="utf-8"), entry.name)
+                except (CardError, OSError, UnicodeDecodeError) as exc:
+                    if i == 0:  # a card shipped with the package is broken: a bug, not a user's file
+                        raise
+                    problems.append(str(exc) if isinstance(exc, CardError) else f"model card {entry}: cannot read it")
+                    continue
                 cards[card.name] = card
-    return cards
+    return cards, tuple(problems)
+
+
+def all_cards() -> dict[str, ModelCard]:
+    """Every model card shipped with the package, plus those in the folders named by ``$IMLF_CARDS``
+    (``os.pathsep``-separated; for one's own models), by name. A card there that cannot be read is
+    left out and named by :func:`card_problems`, so one bad file breaks no other model."""
+    return _read_cards()[0]
+
+
+def card_problems() -> list[str]:
+    """One line per card from ``$IMLF_CARDS`` that could not be read."""
+    return list(_read_cards()[1])
+
+
+all_cards.cache_clear = _read_cards.cache_clear  # type: ignore[attr-defined]  (tests reset the cards)
 
 
 def load_card(name: str) -> ModelCard:
     cards = all_cards()
     if name not in cards:
-        raise UnknownDetector(f"no model card for {name!r} (deep models: {', '.join(sorted(cards)) or 'none'})")
+        problems = card_problems()
+        extra = f"; cards left out: {'; '.join(problems)}" if problems else ""
+        raise UnknownDetector(f"no model card for {name!r} (deep models: {', '.join(sorted(cards)) or 'none'}){extra}")
     return cards[name]

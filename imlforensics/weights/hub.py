@@ -46,11 +46,16 @@ def pull_weights(name: str, repo: str | None = None, revision: str | None = None
     filename = filename or card.hub_filename
     if cached_weights(name) and not overwrite:
         raise WeightsError(f"weights for {card.name} are already cached in {weights_dir(name)} (use --overwrite to replace them)")
+    endpoint = _endpoint()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    unreachable = None if offline else _unreachable(endpoint)
     try:
         with _quiet_hub_logs():
-            path = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision, endpoint=_endpoint()))
+            path = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision, endpoint=endpoint,
+                                        local_files_only=offline or unreachable is not None, etag_timeout=10))
     except hf_errors.LocalEntryNotFoundError:  # before EntryNotFoundError: it is a subclass
-        raise WeightsError(f"cannot reach the Hub at {_endpoint()} to download {repo}/{filename} "
+        why = f" ({unreachable})" if unreachable else ""
+        raise WeightsError(f"cannot reach the Hub at {endpoint}{why} to download {repo}/{filename} "
                            "and it is not in the local Hub cache (offline? HF_HUB_OFFLINE is "
                            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})") from None
     except hf_errors.RepositoryNotFoundError:
@@ -88,7 +93,35 @@ def _quiet_hub_logs():
 
 
 def _endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    """``$HF_ENDPOINT`` (default the public Hub), checked to be an http(s) URL."""
+    from urllib.parse import urlsplit
+
+    value = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WeightsError(f"HF_ENDPOINT {value!r} is not an http(s) URL (e.g. https://huggingface.co)")
+    return value.rstrip("/")
+
+
+def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why the endpoint's host cannot be reached within ``timeout`` seconds, or None when it can
+    (one TCP connection, so an unreachable Hub costs seconds, not the client's retries)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except socket.timeout:
+        return f"no answer within {timeout:.0f} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def push_weights(name: str, repo: str, private: bool = False) -> str:
