@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             full = priors_document(", ".join(f"{e['path']} (half 0)" for e in listed), res["members"],
                                    {n: detector_class(n).version for n in res["members"]}, "f1",
                                    sum(len(s) for _, s in sets), fusion=res["fusion"], datasets=listed,
-                                   note="Shipped default for the classical committee. Measured by: python "
+                                   note="Measured by: python "
                                         "benchmarks/committee_lodo.py " + " ".join(map(str, args.datasets))
                                         + " --configs all --save-priors FILE (the same fit as imlf calibrate "
                                         + " ".join(map(str, args.datasets)) + " --split-half 0)")

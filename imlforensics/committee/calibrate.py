@@ -395,7 +395,31 @@ def read_priors(path: str | Path) -> dict[str, Any]:
         problem = _member_problem(member)
         if problem:
             raise ImlfError(f"{path}: member {name}: {problem}")
+    if "fusion" in doc:
+        problem = _fusion_problem(doc["fusion"])
+        if problem:
+            raise ImlfError(f"{path}: fusion: {problem}")
     return doc
+
+
+def _fusion_problem(f: Any) -> str | None:
+    """What makes the file's fusion section (learned voter, decisions, image calibration) unusable."""
+    if not isinstance(f, dict):
+        return "not an object"
+    if f.get("default_voter", "prior") not in VOTERS:
+        return f"default voter {f.get('default_voter')!r} is not one of {', '.join(VOTERS)}"
+    if "stacker" in f:
+        try:
+            Stacker.from_json(f["stacker"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"the learned voter is damaged ({exc})"
+    for v, t in (f.get("decision") or {}).items():
+        if not (_finite(t) and 0 < t < 1):
+            return f"decision threshold {t!r} of voter {v} is not a number in (0, 1)"
+    for v, c in (f.get("image") or {}).items():
+        if not (isinstance(c, dict) and _finite(c.get("a")) and _finite(c.get("b"))):
+            return f"image calibration of voter {v} needs finite numbers a and b"
+    return None
 
 
 def _finite(x: Any) -> bool:
