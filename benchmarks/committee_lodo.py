@@ -84,11 +84,13 @@ def runner(cached: dict[str, dict], name: str):
 
 
 def score(rows: list[tuple[np.ndarray, float, Sample]]) -> dict[str, float]:
-    f05, fb, au, lab, sc = [], [], [], [], []
+    f05, fb, au, lab, sc, flagged = [], [], [], [], [], []
     for heat, img_score, s in rows:
         gt = np.zeros(heat.shape, bool) if s.mask is None else read_mask(s.mask, heat.shape)
         lab.append(bool(gt.any()))
         sc.append(img_score)
+        if not gt.any():
+            flagged.append(float((heat >= 0.5).mean()))
         if gt.any() and not gt.all():
             ps = pixel_scores(heat, gt, 0.5)
             f05.append(ps.f1)
@@ -97,6 +99,7 @@ def score(rows: list[tuple[np.ndarray, float, Sample]]) -> dict[str, float]:
     out = {"n": len(f05), "f1_fixed": float(np.mean(f05)), "f1_best": float(np.mean(fb)), "auc": float(np.mean(au))}
     if any(lab) and not all(lab):
         out["image_auc"] = float(auc(np.array(sc), np.array(lab)))
+        out["authentic_flagged"] = float(np.mean(flagged))
     return out
 
 
@@ -179,18 +182,19 @@ def main(argv: list[str] | None = None) -> None:
                     results.append({"config": label, "test": tname, "who": who, **score(rows)})
                 print_table([r for r in results if r["config"] == label and r["test"] == tname], label, tname)
     if args.csv:
-        keys = ["config", "test", "who", "n", "f1_fixed", "f1_best", "auc", "image_auc"]
+        keys = ["config", "test", "who", "n", "f1_fixed", "f1_best", "auc", "image_auc", "authentic_flagged"]
         lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in results]
         args.csv.write_text("\n".join(lines) + "\n")
 
 
 def print_table(rows: list[dict], label: str, test: str) -> None:
     print(f"\n{label} | test: {test} (half 1, {rows[0]['n']} tampered)")
-    print("| who | F1 @0.5 | F1 best | pixel AUC | image AUC |")
-    print("|---|---|---|---|---|")
+    print("| who | F1 @0.5 | F1 best | pixel AUC | image AUC | authentic pixels flagged |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         ia = f"{r['image_auc']:.3f}" if "image_auc" in r else "-"
-        print(f"| {r['who']} | {r['f1_fixed']:.3f} | {r['f1_best']:.3f} | {r['auc']:.3f} | {ia} |")
+        af = f"{r['authentic_flagged']:.3f}" if "authentic_flagged" in r else "-"
+        print(f"| {r['who']} | {r['f1_fixed']:.3f} | {r['f1_best']:.3f} | {r['auc']:.3f} | {ia} | {af} |")
     sys.stdout.flush()
 
 
