@@ -69,7 +69,7 @@ def member_maps(ds: str, samples: list[Sample], cache: Path, cached_only: bool =
             tmp.rename(f)
         with np.load(f) as z:
             meta = json.loads(str(z["meta"]))
-            out[str(s.image)] = {"maps": {n: z[n].astype(np.float32) for n in MEMBERS if n in z.files},
+            out[str(s.image)] = {"maps": {n: z[n] for n in MEMBERS if n in z.files},  # float16 until used
                                  "applicable": {n: bool(meta[n] and meta[n]["applicable"]) for n in MEMBERS}}
     return out
 
@@ -79,7 +79,7 @@ def runner(cached: dict[str, dict], name: str):
         c = cached[str(path)]
         if name not in c["maps"]:
             raise NotApplicable(f"{name} did not apply")
-        return c["maps"][name], c["applicable"][name]
+        return c["maps"][name].astype(np.float32), c["applicable"][name]
     return run
 
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                         c = cached_all[str(s.image)]
                         m = c["maps"].get(n)
                         shape = next(iter(c["maps"].values())).shape
-                        m = m if m is not None else np.zeros(shape, np.float32)
+                        m = m.astype(np.float32) if m is not None else np.zeros(shape, np.float32)
                         rows.append((m, float(m.max()), s))
                     results.append({"config": label, "test": tname, "who": n, **score(rows)})
                 for v, com in committees.items():
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
                     for s in samples:
                         c = cached_all[str(s.image)]
                         shape = next(iter(c["maps"].values())).shape
-                        raw = {n: m for n, m in c["maps"].items() if c["applicable"][n] and n in com.cal}
+                        raw = {n: m.astype(np.float32) for n, m in c["maps"].items()
+                               if c["applicable"][n] and n in com.cal}
                         fused, sc = com.combine(raw, shape)
                         rows.append((fused.heatmap, sc, s))
                     who = f"committee {v}" + (" (default)" if v == default else "")
