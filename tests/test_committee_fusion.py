@@ -177,3 +177,42 @@ def test_protocols_against_hand_computed_cases():
     assert inv.f1 == 0.0 and inv.f1_best == pytest.approx(2 / 3)  # best: everything flagged, 2 tp of 4
     assert inv.f1_grip_fixed == 1.0 and inv.f1_grip_best == 1.0
     assert ps.f1_grip_fixed == pytest.approx(0.5) and ps.f1_grip_best == pytest.approx(0.8)
+
+
+def test_calibrate_command_takes_several_datasets_and_records_them(tmp_path):
+    import subprocess
+    import sys
+
+    second = tmp_path / "second.json"  # the examples again, listed from elsewhere: a second dataset
+    second.write_text(json.dumps([[str(EXAMPLES / "Tp" / "splice.jpg"), str(EXAMPLES / "Gt" / "splice_gt.png")],
+                                  [str(EXAMPLES / "Tp" / "copymove.jpg"), str(EXAMPLES / "Gt" / "copymove_gt.png")],
+                                  [str(EXAMPLES / "Au" / "coffee.jpg"), "Negative"]]))
+    out = tmp_path / "priors.json"
+    r = subprocess.run([sys.executable, "-m", "imlforensics", "calibrate", str(EXAMPLES), str(second),
+                        "--models", "ela,noise", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert [d["name"] for d in doc["datasets"]] == ["examples", "second"]
+    assert [d["tampered"] for d in doc["datasets"]] == [3, 2] and all(len(d["fingerprint"]) == 16 for d in doc["datasets"])
+    assert set(doc["members"]["ela"]["per_dataset"]) == {"examples", "second"}
+    assert doc["fusion"]["default_voter"] in ("prior", "equal", "learned")
+    assert "default voter" in r.stderr
+    pred = Committee(priors=out).predict(EXAMPLES / "Tp" / "splice.jpg")  # the file drives a committee
+    assert pred.extras["voter"] == doc["fusion"]["default_voter"]
+
+
+def test_a_damaged_learned_voter_is_refused_when_the_file_is_read(tmp_path):
+    from imlforensics.committee.detector import DEFAULT_PRIORS
+    from imlforensics.errors import ImlfError
+
+    doc = json.loads(DEFAULT_PRIORS.read_text())
+    doc["fusion"]["stacker"]["coef"][0] = float("nan")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ImlfError, match="learned voter"):
+        Committee(priors=bad)
+    doc["fusion"]["stacker"]["coef"][0] = 0.5
+    doc["fusion"]["decision"]["learned"] = 1.5
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ImlfError, match="decision threshold"):
+        Committee(priors=bad)
