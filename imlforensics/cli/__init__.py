@@ -1,7 +1,7 @@
 """The ``imlf`` command line: argument parsing and printing over the library API.
 
 One module per command group (:mod:`.detect`, :mod:`.evaluate`, :mod:`.committee`, :mod:`.makemask`,
-:mod:`.weights`); :mod:`.common` holds what they share. A new command is a function in its group's
+:mod:`.weights`, :mod:`.metadata` (inspect), :mod:`.report`); :mod:`.common` holds what they share. A new command is a function in its group's
 module, added to the app below.
 
 Exit codes: 0 all done; 1 some inputs failed; 2 usage error (bad option, unknown detector,
@@ -23,6 +23,8 @@ from .common import EXIT_FAILED, EXIT_FLAGGED, EXIT_OK, EXIT_USAGE, err, out
 from .detect import detect_command, models_command
 from .evaluate import eval_command
 from .makemask import make_mask_command
+from .metadata import inspect_command
+from .report import report_command
 from .weights import app as weights_app
 
 app = typer.Typer(
@@ -53,6 +55,8 @@ app.add_typer(weights_app, name="weights")
 app.command("calibrate")(calibrate_command)
 app.command("ensemble")(ensemble_command)
 app.command("make-mask")(make_mask_command)
+app.command("inspect")(inspect_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

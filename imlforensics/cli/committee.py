@@ -11,7 +11,18 @@ import typer
 
 from ..errors import ImlfError
 from ..io.files import safe_resolve
-from .common import EXIT_FAILED, err, escape, fail, finite, progress
+from .common import (
+    ACTORS_HELP,
+    ADDRESS_HELP,
+    ENGINE_HELP,
+    EXIT_FAILED,
+    GPUS_HELP,
+    err,
+    escape,
+    fail,
+    finite,
+    progress,
+)
 
 
 def calibrate_command(
@@ -93,7 +104,7 @@ def _set_name(path: Path, taken: list[str]) -> str:
 
 
 def ensemble_command(
-    inputs: list[str] = typer.Argument(..., help="Folders (searched recursively), image files or glob patterns."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Folders (searched recursively), image files or glob patterns.", show_default=False),
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder."),
     models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated members (default: all in the priors file)."),
     priors: Optional[Path] = typer.Option(None, "--priors", help="Priors from `imlf calibrate` (default: the shipped classical priors)."),
@@ -109,13 +120,19 @@ def ensemble_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
     save_raw: bool = typer.Option(False, "--save-raw", help="Also write the fused float map as .npy."),
     device: str = typer.Option("auto", "--device", help="Deep members: auto, cpu, cuda or mps."),
+    input_list: Optional[Path] = typer.Option(None, "--input-list", help="A file with one input path per line (added to the arguments)."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
+    report: bool = typer.Option(False, "--report", help="Also write an HTML report of the output folder (OUT/report; implies --save-members)."),
 ) -> None:
     """A CV-DD committee votes on every image of folders: fused heatmap, mask, overlay, agreement map, JSON."""
     from functools import partial
 
     from ..detectors.registry import load_detector
     from ..io.image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-    from ..io.inputs import expand_inputs, output_stems
+    from ..io.inputs import FANOUT_OVER, expand_inputs, output_stems, read_input_list
     from ..io.outputs import check_writable_dir, write_atomic
     from ..runs.batch import (
         Ledger,
@@ -129,31 +146,47 @@ def ensemble_command(
         summary_csv,
         summary_rows,
     )
-    from .common import report_failure
+    from ..runs.ray import run_committee
+    from .common import report_failure, start_engine
+    from ..runs.runinfo import RunLog
+    from .report import check_report_target, write_run_report
 
+    save_members = save_members or report  # the report shows each member's map
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
             "fusion": fusion, "save_members": save_members, "device": device}
     try:
         share = parse_shard(shard)
         committee = load_detector("committee", **opts)  # fails early: bad options, unknown members, none usable
         check_writable_dir(out_dir)
+        inputs = list(inputs or []) + (read_input_list(input_list) if input_list else [])
+        if not inputs:
+            raise ImlfError("give folders, files or --input-list FILE")
+        if report:  # before the lock is taken
+            check_report_target(out_dir, overwrite or resume)
         lock = OutputLock(out_dir, share, "imlf ensemble")
         done = read_ledger(out_dir) if resume else {}
     except ImlfError as exc:
         raise fail(str(exc))
+    log = RunLog(out_dir, "ensemble", committee, threshold, str(priors) if priors else None)
     with lock:
+        cluster = start_engine(engine, address, actors, gpus_per_actor)
         files, problems = expand_inputs(inputs, recursive=True)
         for arg, reason in problems:
             report_failure(arg, reason, json_lines)
+            log.add(arg, error=reason)
         skipped = [p for a in inputs if Path(a).is_dir() for p in sorted(Path(a).rglob("*"))
                    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
         if skipped:
             err.print(f"imlf: skipped {len(skipped)} file(s) that are not images (e.g. {escape(str(skipped[0]))})")
+        fanout = len(files) > FANOUT_OVER  # counted before sharding: every shard lays out its files alike
         files = [f for f in files if in_shard(f, share)]
-        stems = output_stems(files)
+        stems = output_stems(files, fanout)
         if resume:  # files a killed run was writing when it died
             remove_stale_temporaries(out_dir, stems.values())
         todo = [f for f in files if ledger_key(f) not in done]
+        for f in files:
+            if ledger_key(f) in done:  # resumed: done by an earlier run
+                log.add(str(f), (done[ledger_key(f)].get("summary") or {}).get("score"))
         if resume:
             err.print(f"imlf: resuming: {len(files) - len(todo)} of {len(files)} image(s) already done")
         job = {"out_dir": str(out_dir), "threshold": threshold, "overwrite": overwrite or resume, "save_raw": save_raw,
@@ -166,11 +199,15 @@ def ensemble_command(
         stopped = None
         try:
             with progress(len(todo), json_lines) as advance:
-                for res in run_batch([(str(f), stems[f]) for f in todo], partial(load_detector, "committee", **opts),
-                                     job, jobs, committee if jobs <= 1 else None):
+                items = [(str(f), stems[f]) for f in todo]
+                results = (run_batch(items, partial(load_detector, "committee", **opts), job, jobs,
+                                     committee if jobs <= 1 else None)
+                           if cluster is None else run_committee(items, committee, opts, job, **cluster))
+                for res in results:
                     rec = res.get("record")
                     if res["status"] == "done":
                         ledger.done(res["image"], rec)
+                        log.add(res["image"], rec.get("score"))
                         if json_lines:
                             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
                             sys.stdout.flush()
@@ -178,6 +215,7 @@ def ensemble_command(
                         failed += 1
                         report_failure(res["image"], res["error"], json_lines)
                         ledger.failed(res["image"], res["error"])
+                        log.add(res["image"], error=res["error"])
                     advance()
         except ImlfError as exc:  # the ledger cannot be written (disk full, ...): stop, nothing more is safe
             stopped = str(exc)
@@ -198,5 +236,12 @@ def ensemble_command(
             where = "no summary written"
         err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
                   f"(score >= {threshold}); {where}")
+        try:
+            log.write()
+        except ImlfError as exc:
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
+        if report and not write_run_report(out_dir):
+            failed += 1
     if failed:
         raise typer.Exit(EXIT_FAILED)
+

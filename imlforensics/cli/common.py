@@ -138,3 +138,31 @@ class progress:
         return False
 
 
+def start_engine(engine: str, address: Optional[str], actors: Optional[int],
+                 gpus_per_actor: Optional[float]) -> Optional[dict[str, Any]]:
+    """None for ``--engine local``; for ``ray``, join or start Ray and return the actor settings
+    (``actors``: default one per GPU of the cluster at ``gpus_per_actor`` each, else 1;
+    ``gpus``: default 1 when this machine has CUDA, else 0)."""
+    if engine not in ("local", "ray"):
+        raise fail(f"--engine {engine!r}: use local or ray")
+    if engine == "local":
+        if address or actors or gpus_per_actor is not None:
+            raise fail("--address, --actors and --gpus-per-actor need --engine ray")
+        return None
+    from ..errors import ImlfError
+    from ..runs.ray import cluster_gpus, connect, default_gpus_per_actor
+
+    try:
+        connect(address)
+    except ImlfError as exc:
+        raise fail(str(exc))
+    gpus = default_gpus_per_actor() if gpus_per_actor is None else gpus_per_actor
+    if actors is None:
+        actors = max(1, int(cluster_gpus() / gpus)) if gpus else 1
+    return {"actors": actors, "gpus_per_actor": gpus}
+
+
+ENGINE_HELP = "local (this machine) or ray (a Ray cluster: see README)."
+ADDRESS_HELP = "--engine ray: the cluster to join (e.g. auto, ray://head:10001); default: join or start a local instance."
+ACTORS_HELP = "--engine ray: actors per deep model (default: one per GPU of the cluster, else 1)."
+GPUS_HELP = "--engine ray: GPUs per actor, fractional allowed (default 1 when CUDA is present, else 0)."

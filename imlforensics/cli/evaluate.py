@@ -13,7 +13,11 @@ from rich.table import Table
 
 from ..errors import ImlfError
 from .common import (
+    ACTORS_HELP,
+    ADDRESS_HELP,
+    ENGINE_HELP,
     EXIT_FAILED,
+    GPUS_HELP,
     detector_options,
     err,
     fail,
@@ -21,6 +25,7 @@ from .common import (
     out,
     progress,
     report_failure,
+    start_engine,
     warn_line,
 )
 
@@ -42,6 +47,10 @@ def eval_command(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Deep models: use this weights file instead of the cache."),
     tile: bool = typer.Option(False, "--tile", help="Deep models: sliding windows at native resolution."),
     half: bool = typer.Option(False, "--half", help="Deep models: bf16 autocast."),
+    engine: str = typer.Option("local", "--engine", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help=ACTORS_HELP),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
 ) -> None:
     """Score a detector on a dataset: pixel F1/IoU/AUC (fixed and best threshold), image AUC."""
     from ..detectors.registry import DEFAULT_DETECTOR, canonical_name
@@ -54,6 +63,7 @@ def eval_command(
         summarize,
     )
     from ..io.outputs import json_bytes, write_atomic
+    from ..runs.ray import run_eval
 
     if pred is not None and model is not None:
         raise fail("give either --model or --pred, not both")
@@ -71,7 +81,8 @@ def eval_command(
                 raise ImlfError(f"{target} exists (use --overwrite to replace it)")
     except ImlfError as exc:
         raise fail(str(exc))
-    if device.startswith("cuda"):
+    cluster = start_engine(engine, address, actors, gpus_per_actor)
+    if device.startswith("cuda") and cluster is None:
         import torch
 
         if not torch.cuda.is_available():
@@ -85,7 +96,9 @@ def eval_command(
     samples = samples[:limit] if limit else samples
     records = []
     with progress(len(samples), json_out) as advance:
-        for rec in run(samples, factory, threshold, jobs, device):
+        records_in = (run(samples, factory, threshold, jobs, device) if cluster is None
+                      else run_eval(samples, factory, threshold, pred is None and _is_deep(name), **cluster))
+        for rec in records_in:
             records.append(rec)
             if rec.error:
                 report_failure(rec.image, rec.error, False)
@@ -110,6 +123,12 @@ def eval_command(
         err.print(f"imlf: {summary['failed']} of {summary['images']} image(s) failed and are not in the figures above",
                   markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _is_deep(name: str) -> bool:
+    from ..detectors.registry import detector_class
+
+    return detector_class(name).kind == "deep"
 
 
 def _fmt(x: Optional[float]) -> str:

@@ -13,13 +13,18 @@ from ..errors import ImlfError
 from ..io.files import safe_resolve
 from ..io.image import DEFAULT_MAX_PIXELS
 from .common import (
+    ACTORS_HELP,
+    ADDRESS_HELP,
+    ENGINE_HELP,
     EXIT_FAILED,
+    GPUS_HELP,
     err,
     escape,
     fail,
     parse_count,
     progress,
     report_failure,
+    start_engine,
 )
 
 
@@ -37,6 +42,10 @@ def make_mask_command(
     features_weights: Optional[Path] = typer.Option(None, "--features-weights", help="Weights file for --features instead of the cache."),
     device: str = typer.Option("auto", "--device", help="--sr and --features: auto, cpu, cuda or mps."),
     max_pixels: str = typer.Option(str(DEFAULT_MAX_PIXELS), help="Refuse images with more pixels than this (e.g. 150M)."),
+    engine: str = typer.Option("local", "--engine", help="Several pairs: " + ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="--engine ray with --sr/--features: " + ACTORS_HELP),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", min=0.0, help=GPUS_HELP),
 ) -> None:
     """The mask of an edit from the original and the tampered copy (registration, detail and tone
     matching, change detection), for one pair or a dataset of pairs."""
@@ -63,6 +72,8 @@ def make_mask_command(
                 raise fail("two folders need --out DATASET")
             todo, unmatched = match_folders(Path(inputs[0]), Path(inputs[1]))
         elif len(inputs) == 2:
+            if engine != "local":
+                raise fail("--engine ray is for several pairs (--pairs or two folders)")
             return _one(Path(inputs[0]), Path(inputs[1]), output, out_dir, overwrite, json_out, sr_opts, limit)
         else:
             raise fail("give ORIGINAL TAMPERED (two images or two folders), or --pairs CSV")
@@ -74,7 +85,9 @@ def make_mask_command(
         report_failure(name, "no original with this name", json_out)
     for name, reason in unreadable:
         report_failure(name, reason, json_out)
-    _batch(todo, out_dir, overwrite, json_out, jobs, sr_opts, limit, failed=len(unmatched) + len(unreadable))
+    cluster = start_engine(engine, address, actors, gpus_per_actor)
+    _batch(todo, out_dir, overwrite, json_out, jobs, sr_opts, limit, failed=len(unmatched) + len(unreadable),
+           cluster=cluster)
 
 
 def _summary_line(report: dict[str, Any]) -> str:
@@ -131,10 +144,11 @@ def _one(original: Path, tampered: Path, output: Optional[Path], out_dir: Option
 
 
 def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int, sr_opts: dict[str, Any],
-           limit: int | None, failed: int = 0) -> None:
+           limit: int | None, failed: int = 0, cluster: dict[str, Any] | None = None) -> None:
     from ..makemask.dataset import DatasetWriter, unique_stems
     from ..makemask.work import run_pairs
     from ..runs.batch import OutputLock
+    from ..runs.ray import run_pairs as run_pairs_ray
 
     try:
         writer = DatasetWriter(out_dir, overwrite)
@@ -152,7 +166,8 @@ def _batch(todo: list, out_dir: Path, overwrite: bool, json_out: bool, jobs: int
             writer.fail(pair, str(exc))
             report_failure(str(pair.tampered), str(exc), json_out)
     by_key = {(str(p.original), str(p.tampered)): p for p in ready}
-    results = run_pairs(list(by_key), jobs, sr_opts, limit)
+    results = (run_pairs(list(by_key), jobs, sr_opts, limit) if cluster is None
+               else run_pairs_ray(list(by_key), sr_opts, limit, **cluster))
     done = 0
     try:
         with progress(len(ready), json_out) as advance:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors.base import Detector
+from ..detectors.base import Detector, Prediction
 from ..detectors.registry import load_detector, register_detector
 from ..errors import ImlfError, NotApplicable
 from ..io.image import ImageData
@@ -39,17 +39,22 @@ class Committee(Detector):
     """Options: ``members`` (comma-separated names; default: every member of the priors file),
     ``priors`` (a file from ``imlf calibrate``), ``voter`` (prior|equal|learned; default: the
     file's), ``temperature`` (5),
-    ``fusion`` (logit|mean|vote), ``save_members`` (keep each member's map), ``device``."""
+    ``fusion`` (logit|mean|vote), ``save_members`` (keep each member's map), ``device``,
+    ``external`` (members run elsewhere, e.g. in the Ray engine's GPU actors: they are not loaded
+    here, and :meth:`predict_given` takes their results for each image)."""
 
     name = "committee"
     kind = "committee"
     version = "1"
-    paper = "CV-DD committee voting, arXiv 2501.07575"
+    paper = ("Jiacheng Cui, Zhaoyi Li, Xiaochen Ma, Xinyue Bi, Yaxin Luo, Zhiqiang Shen, Dataset Distillation via "
+             "Committee Voting (CV-DD), arXiv 2025 (arXiv:2501.07575)")
+    cite = "Cui, arXiv 2025"
     summary = "calibrated members vote with weights softmax(prior / T); fused heatmap plus agreement map"
 
     def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None,
                  voter: str | None = None,
-                 temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto"):
+                 temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto",
+                 external: list[str] | tuple[str, ...] = ()):
         from .calibrate import read_priors
         from .fusion import FUSIONS, VOTERS
 
@@ -80,6 +85,9 @@ class Committee(Detector):
         self.members: dict[str, Detector] = {}
         self.absent: dict[str, str] = {}
         for n in names:
+            if n in external:
+                self.members[n] = Given(n)
+                continue
             try:
                 opts = {"device": device} if _is_deep(n) else {}
                 self.members[n] = load_detector(n, **opts)
@@ -105,6 +113,19 @@ class Committee(Detector):
         else:
             score = float(1.0 / (1.0 + np.exp(-stat)))
         return fused, score
+
+    def predict_given(self, img: ImageData, given: dict[str, Any]) -> Prediction:
+        """:meth:`predict` with the results of the ``external`` members supplied: for each, its
+        :class:`Prediction` or the exception it raised (a ``NotApplicable`` makes it abstain)."""
+        for n, det in self.members.items():
+            if isinstance(det, Given):
+                det.result = given[n]
+        try:
+            return self.predict(img)
+        finally:
+            for det in self.members.values():
+                if isinstance(det, Given):
+                    det.result = None
 
     def memory_needed(self, img: ImageData) -> int:
         # members run one after another; their maps (float32) are kept for the fusion
@@ -143,6 +164,21 @@ class Committee(Detector):
                   "fusion": self.fusion, "priors": {"dataset": self.doc.get("dataset"), "metric": self.doc.get("prior_metric")},
                   "_layers": layers}
         return fused.heatmap, score, extras
+
+
+class Given(Detector):
+    """Stands in for a member that ran elsewhere: ``predict`` returns (or raises) its result."""
+
+    def __init__(self, name: str, kind: str = "deep"):
+        self.name, self.kind = name, kind  # type: ignore[misc]  (the instance takes the member's)
+        self.result: Any = None
+
+    def predict(self, image: Any) -> Prediction:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        if self.result is None:
+            raise ImlfError(f"no result was supplied for committee member {self.name}")
+        return self.result
 
 
 def _is_deep(name: str) -> bool:

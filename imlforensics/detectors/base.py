@@ -52,6 +52,7 @@ class Detector:
     needs: ClassVar[str] = "any image"
     license: ClassVar[str] = "MIT"
     paper: ClassVar[str] = ""
+    cite: ClassVar[str] = ""  # short citation for `imlf models`: first author, venue, year
     summary: ClassVar[str] = ""
     # peak working memory of analyse() per pixel of the image, in bytes (measured at 12 MP by
     # benchmarks/speed.py, with a margin); an image that would need more than is available is refused

@@ -470,6 +470,7 @@ class CopyMoveDetector(Detector):
     name = "copymove"
     version = "1"
     needs = "any image"
+    cite = "Amerini, TIFS 2011"
     paper = "Amerini et al., A SIFT-based forensic method for copy-move attack detection, TIFS 2011"
     summary = "SIFT g2NN matching, clustering, RANSAC; marks duplicated regions (copy and original)"
     bytes_per_pixel = 80

@@ -137,7 +137,7 @@ def register_cards() -> None:
     for name, card in all_cards().items():
         if card.kind != "detector":
             continue
-        attrs = {"name": name, "card": card, "license": card.license, "paper": card.paper,
+        attrs = {"name": name, "card": card, "license": card.license, "paper": card.paper, "cite": card.cite,
                  "summary": card.summary, "needs": "any image", "__doc__": DeepDetector.__doc__}
         cls_name = "".join(p.capitalize() for p in name.replace("_", "-").split("-")) + "Detector"
         register_detector(type(cls_name, (DeepDetector,), attrs))

@@ -814,6 +814,7 @@ class DoubleQuantizationDetector(Detector):
     name = "dq"
     version = "1"
     needs = "JPEG only"
+    cite = "Lin, PR 2009; +2"
     paper = (
         "Lin et al., Pattern Recognition 2009; Bianchi & Piva, IEEE TIFS 2012; "
         "Bianchi, De Rosa & Piva, ICASSP 2011"

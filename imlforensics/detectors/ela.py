@@ -130,6 +130,7 @@ class ElaDetector(Detector):
     name = "ela"
     version = "1"
     needs = "any image"
+    cite = "Krawetz, Black Hat 2007"
     paper = "Krawetz, 'A picture's worth: digital image analysis and forensics', Black Hat 2007"
     summary = "Error level analysis: re-save as JPEG, flag blocks whose error is unusual for their texture"
     bytes_per_pixel = 32

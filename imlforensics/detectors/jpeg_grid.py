@@ -419,6 +419,7 @@ class JpegGridDetector(Detector):
     name = "jpeg-grid"
     version = "1"
     needs = "any image"
+    cite = "Nikoukhah, CVPRW 2019; +2"
     paper = ("Nikoukhah et al., ZERO, CVPRW 2019 / IPOL 2021; Iakovidou et al., CAGI, JVCIR 2018; "
              "Li, Yuan & Yu, BLK, Signal Processing 2009")
     summary = "regions whose 8x8 JPEG grid is misaligned with or missing from the image's grid (DCT zeros)"

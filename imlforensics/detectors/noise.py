@@ -140,6 +140,7 @@ class NoiseDetector(Detector):
     name = "noise"
     version = "1"
     needs = "any image"
+    cite = "Mahdian, IVC 2009"
     paper = "Mahdian & Saic, 'Using noise inconsistencies for blind image forensics', IVC 2009"
     summary = "Local noise level (db8 wavelet HH1, median estimator) compared with the image's own"
     bytes_per_pixel = 32

@@ -67,7 +67,8 @@ class DetectorSource:
 
 
 class DirectorySource:
-    """Reads maps written earlier by ``imlf detect`` (``<stem>.heatmap.npy`` or ``<stem>.heatmap.png``).
+    """Reads maps written earlier by ``imlf detect`` (``<stem>.heatmap.npy`` or ``<stem>.heatmap.png``,
+    in the folder or, for runs of more than 10,000 images, in its ``ab/cd/`` sub-folders).
 
     The image score comes from ``<stem>.json`` when present, else from the map's maximum.
     """
@@ -80,8 +81,13 @@ class DirectorySource:
     def __call__(self, sample: Sample) -> tuple[np.ndarray, float, float]:
         from PIL import Image
 
+        from ..io.inputs import fanout_stem
+
         stem = sample.image.stem
-        raw, png = self.pred_dir / f"{stem}.heatmap.npy", self.pred_dir / f"{stem}.heatmap.png"
+        base = self.pred_dir / stem
+        if not any(base.with_name(stem + s).is_file() for s in (".heatmap.npy", ".heatmap.png")):
+            base = self.pred_dir / fanout_stem(stem)  # a large run's two levels of sub-folders
+        raw, png, meta = (base.with_name(stem + s) for s in (".heatmap.npy", ".heatmap.png", ".json"))
         if raw.is_file():
             heat = np.load(raw, allow_pickle=False).astype(np.float32)
         elif png.is_file():
@@ -97,7 +103,6 @@ class DirectorySource:
         bad = int(np.count_nonzero(~np.isfinite(heat)))
         if bad:
             raise ImlfError(f"prediction for {stem} has {bad} NaN or infinite values of {heat.size}")
-        meta = self.pred_dir / f"{stem}.json"
         score = float(heat.max())
         if meta.is_file():
             try:

@@ -11,6 +11,7 @@ from .files import describe_problem, safe_resolve
 from .image import IMAGE_SUFFIXES
 
 GLOB_CHARS = set("*?[")
+FANOUT_OVER = 10_000  # more images than this in one run: outputs go into two levels of sub-folders
 
 
 def expand_inputs(args: list[str], recursive: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -65,9 +66,14 @@ def _images_in(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[st
     return found, unreadable
 
 
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """Output name for each input: its stem, or stem-<8 hex> where two inputs share a stem."""
+def output_stems(files: list[Path], fanout: bool | None = None) -> dict[Path, str]:
+    """Output name for each input: its stem, or stem-<8 hex> where two inputs share a stem.
+
+    With ``fanout`` (default: more than :data:`FANOUT_OVER` files) the name is put in two levels
+    of sub-folders named by a hash of it (:func:`fanout_stem`), so that no folder of a large run
+    holds more than a few thousand files."""
     counts = Counter(p.stem for p in files)
+    fanout = len(files) > FANOUT_OVER if fanout is None else fanout
     stems = {}
     for p in files:
         if counts[p.stem] == 1:
@@ -75,4 +81,26 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
         else:
             digest = hashlib.sha256(str(safe_resolve(p)).encode()).hexdigest()[:8]
             stems[p] = f"{p.stem}-{digest}"
+        if fanout:
+            stems[p] = fanout_stem(stems[p])
     return stems
+
+
+def fanout_stem(stem: str) -> str:
+    """``ab/cd/<stem>``: ``ab`` and ``cd`` are the first four hex digits of the SHA-256 of the stem
+    (65,536 folders: 10 million images put about 150 in each)."""
+    h = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{h[:2]}/{h[2:4]}/{stem}"
+
+
+def read_input_list(path: Path) -> list[str]:
+    """The entries of an ``--input-list`` file: one path per line (blank lines and lines starting
+    with ``#`` skipped; relative paths are taken from the current folder, as on the command line)."""
+    from ..errors import ImlfError
+
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise ImlfError(f"--input-list {path}: cannot read it ({exc.strerror or exc})") from None
+    entries = [line.rstrip("\r") for line in text.split("\n")]
+    return [e for e in entries if e.strip() and not e.lstrip().startswith("#")]

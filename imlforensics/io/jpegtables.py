@@ -1,4 +1,4 @@
-"""The JPEG standard's example luminance table and libjpeg's quality scaling of it.
+"""The JPEG standard's example luminance and chrominance tables and libjpeg's quality scaling of it.
 
 Most software that writes JPEG (libjpeg and its descendants) uses the example tables of ITU-T T.81
 Annex K scaled by a quality factor; knowing them lets detectors recognise a file's quality and
@@ -20,6 +20,20 @@ STD_LUMA = np.array(
         [24, 35, 55, 64, 81, 104, 113, 92],
         [49, 64, 78, 87, 103, 121, 120, 101],
         [72, 92, 95, 98, 112, 100, 103, 99],
+    ]
+)
+
+# ITU-T T.81 Annex K, table K.2 (chrominance), natural order
+STD_CHROMA = np.array(
+    [
+        [17, 18, 24, 47, 99, 99, 99, 99],
+        [18, 21, 26, 66, 99, 99, 99, 99],
+        [24, 26, 56, 99, 99, 99, 99, 99],
+        [47, 66, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
     ]
 )
 

@@ -112,15 +112,19 @@ def remove_stale_temporaries(out_dir: Path, stems: Iterable[str]) -> int:
     """Delete the temporary files an interrupted run left for the outputs of these ``stems``
     (``.<stem>.<kind>.<random>.tmp``, see :func:`imlforensics.io.outputs.write_atomic`); other
     files, such as those of another shard writing into the same folder, are left alone."""
-    prefixes = tuple(f".{stem}." for stem in stems)
+    by_folder: dict[Path, list[str]] = {}
+    for stem in stems:  # a stem may sit in sub-folders (io.inputs.fanout_stem)
+        by_folder.setdefault((out_dir / stem).parent, []).append(f".{Path(stem).name}.")
     n = 0
-    for p in out_dir.glob(".*.tmp"):
-        if prefixes and p.name.startswith(prefixes):
-            try:
-                p.unlink()
-                n += 1
-            except OSError:
-                pass
+    for folder, names in by_folder.items():
+        prefixes = tuple(names)
+        for p in folder.glob(".*.tmp"):
+            if p.name.startswith(prefixes):
+                try:
+                    p.unlink()
+                    n += 1
+                except OSError:
+                    pass
     return n
 
 

@@ -124,6 +124,11 @@ def open_input(path: Path, out_dir: Path, stem: str | None, overwrite: bool, sav
     """Check that the outputs of ``path`` may be written, then decode it."""
     paths = output_paths(out_dir, stem or path.stem, save_raw)
     _check_targets(paths.all(), overwrite, protected | {safe_resolve(path)})
+    if paths.json.parent != out_dir:  # a stem in sub-folders (io.inputs.fanout_stem)
+        try:
+            paths.json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {paths.json.parent} ({exc.strerror or exc})") from None
     return paths, load_image(path, max_pixels=max_pixels)
 
 

@@ -47,6 +47,7 @@ class ModelCard:
     postprocess: dict[str, Any] = field(default_factory=dict)
     # or a model make-mask uses: "super-resolution" (architecture detected by spandrel), "features" (a backbone)
     kind: str = "detector"
+    cite: str = ""  # short citation (first author, venue, year) for `imlf models`
 
     @property
     def state_dict_key(self) -> str:
@@ -95,7 +96,7 @@ def parse_card(text: str, source: str = "<card>") -> ModelCard:
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CardError(f"model card {source} lacks {', '.join(missing)}")
-    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess", "kind"}
+    known = set(_REQUIRED) | {"arch_options", "official", "hub", "preprocess", "postprocess", "kind", "cite"}
     extra = sorted(set(data) - known)
     if extra:
         raise CardError(f"model card {source} has unknown keys: {', '.join(extra)}")
