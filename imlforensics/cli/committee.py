@@ -26,7 +26,7 @@ from .common import (
 
 
 def calibrate_command(
-    dataset: Path = typer.Argument(..., help="Labelled dataset in IMDL-BenCo layout (Tp/ + Gt/ [+ Au/]) or a JSON list."),
+    datasets: list[Path] = typer.Argument(..., help="Labelled datasets in IMDL-BenCo layout (Tp/ + Gt/ [+ Au/]) or JSON lists; several weigh equally."),
     models: str = typer.Option("ela,noise,jpeg-grid,dq,copymove", "--models", "-m", help="Comma-separated members."),
     out: Path = typer.Option(Path("priors.json"), "--out", "-o", help="Where to write the priors file."),
     prior: str = typer.Option("f1", "--prior", help="Prior of each member: f1 (pixel F1 at its best fixed threshold) or auc."),
@@ -37,7 +37,7 @@ def calibrate_command(
     json_out: bool = typer.Option(False, "--json", help="Also print the priors document on stdout."),
 ) -> None:
     """Run each member over a labelled dataset: prior, threshold and calibration curve per member."""
-    from ..committee.calibrate import calibrate, iter_names, priors_document, split_half
+    from ..committee.calibrate import calibrate, dataset_entry, iter_names, priors_document, split_half
     from ..detectors.registry import canonical_name, load_detector
     from ..evaluation.datasets import load_dataset
     from ..io.outputs import json_bytes, write_atomic
@@ -48,23 +48,38 @@ def calibrate_command(
         names = [canonical_name(n) for n in iter_names([models])]
         if "committee" in names:
             raise ImlfError("a committee cannot be a member of a committee")
-        samples = load_dataset(dataset)
-        if half is not None:
-            samples = split_half(samples, half)
-        samples = samples[:limit] if limit else samples
+        sets = []
+        for dataset in datasets:
+            samples = load_dataset(dataset)
+            if half is not None:
+                samples = split_half(samples, half)
+            sets.append((_set_name(dataset, [n for n, _ in sets]), samples[:limit] if limit else samples))
         if out.exists() and not overwrite:
             raise ImlfError(f"{out} exists (use --overwrite to replace it)")
         detectors = {n: load_detector(n) for n in names}
     except ImlfError as exc:
         raise fail(str(exc))
-    runners = {n: (lambda path, d=d: d.predict(path).heatmap) for n, d in detectors.items()}
-    with progress(len(samples), json_out) as advance:
+    def runner(det):
+        def run(path):
+            pred = det.predict(path)
+            return pred.heatmap, pred.applicable
+        return run
+
+    runners = {n: runner(d) for n, d in detectors.items()}
+    total = sum(len(s) for _, s in sets)
+    with progress(total, json_out) as advance:
         try:
-            members = calibrate(samples, runners, prior, heldout, progress=advance)
+            res = calibrate(sets, runners, prior, heldout, progress=advance)
         except ImlfError as exc:
             raise fail(str(exc), EXIT_FAILED)
-    label = f"{dataset}" + (f" (half {half})" if half is not None else "")
-    doc = priors_document(label, members, {n: d.version for n, d in detectors.items()}, prior, len(samples))
+    members = res["members"]
+    for n in res["skipped"]:
+        err.print(f"imlf: {n} saw no trace of its kind in any tampered image: left out of the priors file")
+    suffix = f" (half {half})" if half is not None else ""
+    label = ", ".join(f"{d}{suffix}" for d in datasets)
+    listed = [dataset_entry(name, d, half, s) for (name, s), d in zip(sets, datasets)]
+    doc = priors_document(label, members, {n: detectors[n].version for n in members}, prior, total,
+                          fusion=res["fusion"], datasets=listed)
     try:
         write_atomic(out, json_bytes(doc), overwrite)
     except ImlfError as exc:
@@ -74,9 +89,18 @@ def calibrate_command(
         err.print(f"{n:10s} prior {m['prior']:6.2f}  F1 {m['f1_best_fixed']:.3f} at {m['threshold']:.2f}  "
                   f"AUC {m['auc']:.3f}  held-out Brier {h.get('brier_raw', float('nan')):.4f} -> "
                   f"{h.get('brier_calibrated', float('nan')):.4f}", soft_wrap=True)
-    err.print(f"priors written to {escape(str(out))}")
+    sel = res["fusion"].get("selection", {}).get("mean", {})
+    for v, m in sel.items():
+        err.print(f"voter {v:8s} held-out mean over datasets: F1@0.5 {m['f1_fixed']:.3f}  F1 best {m['f1_best']:.3f}  "
+                  f"AUC {m['auc']:.3f}", soft_wrap=True)
+    err.print(f"default voter: {res['fusion']['default_voter']}; priors written to {escape(str(out))}")
     if json_out:
         sys.stdout.write(json.dumps(doc) + "\n")
+
+
+def _set_name(path: Path, taken: list[str]) -> str:
+    name = path.stem if path.suffix.lower() == ".json" else (path.resolve().name or str(path))
+    return name if name not in taken else f"{name}-{len(taken)}"
 
 
 def ensemble_command(
@@ -84,7 +108,7 @@ def ensemble_command(
     out_dir: Path = typer.Option(Path("imlf-out"), "--out", "-o", help="Output folder."),
     models: Optional[str] = typer.Option(None, "--models", "-m", help="Comma-separated members (default: all in the priors file)."),
     priors: Optional[Path] = typer.Option(None, "--priors", help="Priors from `imlf calibrate` (default: the shipped classical priors)."),
-    voter: str = typer.Option("prior", "--voter", help="prior: weights softmax(prior / T); equal: 1/N."),
+    voter: Optional[str] = typer.Option(None, "--voter", help="prior: weights softmax(prior / T); equal: 1/N; learned: the priors file's stacker (default: the file's best voter)."),
     temperature: float = typer.Option(5.0, "--temperature", "-T", callback=finite, help="CV-DD temperature T (percent points)."),
     fusion: str = typer.Option("logit", "--fusion", help="logit (default), mean or vote."),
     save_members: bool = typer.Option(False, "--save-members", help="Also write each member's map."),

@@ -141,10 +141,16 @@ def _eval_table(s: dict) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("tampered images scored", str(px["n"]))
-    table.add_row(f"pixel F1 (fixed threshold {s['threshold']})", _fmt(px["f1_fixed"]))
-    table.add_row(f"pixel IoU (fixed threshold {s['threshold']})", _fmt(px["iou_fixed"]))
-    table.add_row("pixel F1 (best threshold per image)", _fmt(px["f1_best"]))
-    table.add_row("pixel IoU (best threshold per image)", _fmt(px["iou_best"]))
+    table.add_row(f"pixel F1, fixed threshold {s['threshold']} (IMDL-BenCo)", _fmt(px["f1_fixed"]))
+    table.add_row(f"pixel IoU, fixed threshold {s['threshold']} (IMDL-BenCo)", _fmt(px["iou_fixed"]))
+    table.add_row("pixel F1, best threshold per image (optimistic)", _fmt(px["f1_best"]))
+    table.add_row("pixel IoU, best threshold per image (optimistic)", _fmt(px["iou_best"]))
+    if px.get("f1_grip_best") is not None:
+        table.add_row(f"pixel F1, GRIP/TruFor: map or inverted map, threshold {s['threshold']}",
+                      _fmt(px["f1_grip_fixed"]))
+        table.add_row("pixel F1, GRIP/TruFor: map or inverted map, best threshold (optimistic)",
+                      _fmt(px["f1_grip_best"]))
+        table.add_row("pixel soft F1, no threshold (heatmap as probability)", _fmt(px["f1_soft"]))
     table.add_row("pixel AUC", _fmt(px["auc"]))
     if "authentic_pixels" in s:
         a = s["authentic_pixels"]

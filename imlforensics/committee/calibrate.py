@@ -12,6 +12,14 @@ For each member (any registered detector) over the dataset's images:
 
 Images are split between fit and held-out shares deterministically by a hash of their path.
 Authentic images contribute their pixels (all negative) to the calibration but no F1.
+
+Several datasets can be given at once; each then weighs the same in every fit and average (the
+priors are the mean over datasets of the per-dataset figures, pixels are weighted by one over their
+dataset's count). A member contributes its pixels to its calibration only on images where it saw
+its kind of trace (``Prediction.applicable``); elsewhere it abstains. On the fit share the file also
+gets the ``learned`` voter (a logistic stacker, :class:`~imlforensics.committee.fusion.Stacker`) and
+each voter's image-score calibration; on the held-out share every voter is measured per dataset and
+the best (F1 at 0.5 + best F1 + AUC, averaged over datasets) becomes the file's default voter.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ImlfError, NotApplicable
 from ..evaluation.datasets import Sample, read_mask
-from .fusion import fit_isotonic
+from .fusion import VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_logistic, member_llr
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
@@ -50,21 +58,19 @@ def split_half(samples: list[Sample], part: int) -> list[Sample]:
     return [s for s in samples if (_unit_hash(s.image, "half") < 0.5) == bool(part)]
 
 
+Run = Callable[[Path], "np.ndarray | tuple[np.ndarray, bool]"]
+
+
 @dataclass
-class _Acc:
-    """Running sums for one member."""
+class _Image:
+    """What calibration keeps of one image: sampled pixels of every member, flags, per-map F1."""
 
-    f1_sums: np.ndarray
-    n_tampered: int = 0
-    auc_sum: float = 0.0
-    failed: int = 0
-    fit_x: list = None  # type: ignore[assignment]
-    fit_y: list = None  # type: ignore[assignment]
-    hold_x: list = None  # type: ignore[assignment]
-    hold_y: list = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        self.fit_x, self.fit_y, self.hold_x, self.hold_y = [], [], [], []
+    dataset: int
+    heldout: bool
+    tampered: bool
+    labels: np.ndarray  # the sampled pixels' ground truth
+    values: dict  # member -> sampled raw values (only members that voted: ran and applied)
+    applicable: dict  # member -> bool (False also when it abstained or failed)
 
 
 def _f1_at(heat: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -78,75 +84,308 @@ def _f1_at(heat: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.ndarr
     return np.where(pred + total_pos > 0, 2 * tp / np.maximum(pred + total_pos, 1), 0.0)
 
 
-def calibrate(samples: list[Sample], members: dict[str, Callable[[Path], np.ndarray]], prior_metric: str = "f1",
-              heldout_share: float = 0.25, pixels_per_image: int = 20000, seed: int = 0,
-              progress: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run every member over ``samples``; return the priors document (see the module docstring).
+def _as_datasets(datasets) -> list[tuple[str, list[Sample]]]:
+    if datasets and isinstance(datasets[0], Sample):
+        return [("dataset", list(datasets))]
+    return [(str(n), list(s)) for n, s in datasets]
 
-    ``members`` maps a name to a function giving the member's raw map for an image path (raising
-    NotApplicable when it abstains, ImlfError when the image fails).
+
+def dataset_weights(ds: np.ndarray, n_datasets: int) -> np.ndarray:
+    """One weight per row so that every dataset present sums to the same total (1 / datasets present)."""
+    counts = np.bincount(ds, minlength=n_datasets).astype(np.float64)
+    present = max(int((counts > 0).sum()), 1)
+    return 1.0 / (present * counts[ds])
+
+
+def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldout_share: float = 0.25,
+              pixels_per_image: int = 20000, seed: int = 0, progress: Callable[[], None] | None = None,
+              l2: float = 1e-3, temperature: float = 5.0) -> dict[str, Any]:
+    """Run every member over labelled datasets; return ``{"members": ..., "fusion": ...}``.
+
+    ``datasets``: ``[(name, samples), ...]`` (or one list of samples). Every dataset weighs the same
+    in every fit, however many images it has, so that no single dataset's bias rules. ``members``
+    maps a name to a function giving the member's raw map for an image path, or ``(map,
+    applicable)`` (raising NotApplicable when it abstains, ImlfError when the image fails).
     """
     from ..evaluation.metrics import auc as auc_metric
 
     if prior_metric not in ("f1", "auc"):
         raise ValueError("prior must be f1 or auc")
+    sets = _as_datasets(datasets)
     rng = np.random.default_rng(seed)
-    acc = {name: _Acc(np.zeros(GRID.size)) for name in members}
-    for s in samples:
-        gt_cache: np.ndarray | None = None
-        for name, run in members.items():
-            a = acc[name]
-            try:
-                heat = np.asarray(run(s.image), np.float32)
-                if gt_cache is None or gt_cache.shape != heat.shape:
-                    gt_cache = np.zeros(heat.shape, bool) if s.mask is None else read_mask(s.mask, heat.shape)
-            except (NotApplicable, ImlfError, MemoryError):
-                a.failed += 1
+    names = list(members)
+    n_sets = len(sets)
+    f1_sums = {n: np.zeros((n_sets, GRID.size)) for n in names}
+    auc_sums = {n: np.zeros(n_sets) for n in names}
+    n_tampered = np.zeros(n_sets, np.int64)
+    failed = {n: 0 for n in names}
+    applied = {n: np.zeros(n_sets, np.int64) for n in names}
+    ran_tampered = {n: 0 for n in names}
+    images: list[_Image] = []
+    for d, (_, samples) in enumerate(sets):
+        for s in samples:
+            gt: np.ndarray | None = None
+            maps: dict[str, np.ndarray] = {}
+            flags: dict[str, bool] = {}
+            for name, run in members.items():
+                try:
+                    got = run(s.image)
+                except (NotApplicable, ImlfError, MemoryError):
+                    failed[name] += 1
+                    continue
+                heat, app = (got if isinstance(got, tuple) else (got, True))
+                maps[name], flags[name] = np.asarray(heat, np.float32), bool(app)
+            if not maps:
+                if progress:
+                    progress()
                 continue
-            gt = gt_cache
-            if s.mask is not None and gt.any():
-                a.n_tampered += 1
-                a.f1_sums += _f1_at(heat, gt, GRID)
-                if not gt.all():
-                    a.auc_sum += auc_metric(heat.ravel(), gt.ravel())
-            take = rng.choice(heat.size, size=min(pixels_per_image, heat.size), replace=False)
-            xs, ys = (a.hold_x, a.hold_y) if heldout(s.image, heldout_share) else (a.fit_x, a.fit_y)
-            xs.append(heat.ravel()[take])
-            ys.append(gt.ravel()[take])
-        if progress:
-            progress()
-    out: dict[str, Any] = {}
-    for name, a in acc.items():
-        if a.n_tampered < MIN_TAMPERED:
-            raise ImlfError(f"{name} analysed {a.n_tampered} tampered image(s) of the dataset: calibrating a "
+            shape = next(iter(maps.values())).shape
+            try:
+                gt = np.zeros(shape, bool) if s.mask is None else read_mask(s.mask, shape)
+            except (ImlfError, OSError, ValueError):
+                for name in maps:
+                    failed[name] += 1
+                if progress:
+                    progress()
+                continue
+            tampered = bool(gt.any())
+            take = rng.choice(gt.size, size=min(pixels_per_image, gt.size), replace=False)
+            if tampered:
+                n_tampered[d] += 1
+            values = {}
+            for name, heat in maps.items():
+                if heat.shape != shape:
+                    failed[name] += 1
+                    continue
+                applied[name][d] += flags[name]
+                if tampered:
+                    ran_tampered[name] += 1
+                    shown = heat if flags[name] else np.zeros_like(heat)  # silence finds nothing
+                    f1_sums[name][d] += _f1_at(shown, gt, GRID)
+                    if not gt.all():
+                        auc_sums[name][d] += auc_metric(shown.ravel(), gt.ravel())
+                if flags[name]:
+                    values[name] = heat.ravel()[take]
+            images.append(_Image(d, heldout(s.image, heldout_share), tampered, gt.ravel()[take], values,
+                                 {n: n in values for n in names}))
+            if progress:
+                progress()
+    if not n_tampered.any():
+        raise ImlfError("no tampered image could be analysed: cannot calibrate")
+    for name in names:
+        if 0 < ran_tampered[name] < MIN_TAMPERED:  # none at all: it cannot read these files, left out below
+            raise ImlfError(f"{name} analysed {ran_tampered[name]} tampered image(s) of the dataset(s): calibrating a "
                             f"member needs at least {MIN_TAMPERED}")
-        f1 = a.f1_sums / a.n_tampered
+    out: dict[str, Any] = {}
+    cals: dict[str, Calibration] = {}
+    with_tp = n_tampered > 0
+    skipped = [n for n in names if not any(n in im.values for im in images if im.tampered)]
+    names = [n for n in names if n not in skipped]
+    if not names:
+        raise ImlfError("no member saw its kind of trace in any tampered image: cannot calibrate")
+    for im in images:
+        for n in skipped:
+            im.values.pop(n, None)
+    for name in names:
+        per_f1 = f1_sums[name][with_tp] / n_tampered[with_tp, None]
+        f1 = per_f1.mean(axis=0)  # every dataset counts the same
         k = int(np.argmax(f1))
-        if not a.fit_x:  # every image fell in the held-out share: fit on them, nothing left to check with
-            a.fit_x, a.fit_y, a.hold_x, a.hold_y = a.hold_x, a.hold_y, [], []
-        fx, fy = np.concatenate(a.fit_x), np.concatenate(a.fit_y)
-        cal = fit_isotonic(fx, fy)
+        per_auc = auc_sums[name][with_tp] / n_tampered[with_tp]
+        mean_auc = float(per_auc.mean())
+        fit = [im for im in images if not im.heldout and name in im.values] or [im for im in images if name in im.values]
+        fx = np.concatenate([im.values[name] for im in fit])
+        fy = np.concatenate([im.labels for im in fit])
+        fw = np.concatenate([np.full(im.labels.size, im.dataset) for im in fit])
+        cal = fit_isotonic(fx, fy, weights=dataset_weights(fw, n_sets))
+        cals[name] = cal
+        hold = [im for im in images if im.heldout and name in im.values]
         check: dict[str, Any] = {}
-        if a.hold_x:
-            hx, hy = np.concatenate(a.hold_x), np.concatenate(a.hold_y).astype(np.float64)
+        if hold:
+            hx = np.concatenate([im.values[name] for im in hold])
+            hy = np.concatenate([im.labels for im in hold]).astype(np.float64)
             check = {"pixels": int(hx.size), "brier_raw": round(float(np.mean((hx - hy) ** 2)), 6),
                      "brier_calibrated": round(float(np.mean((cal(hx) - hy) ** 2)), 6),
                      "positive_share": round(float(hy.mean()), 6)}
-        mean_auc = a.auc_sum / a.n_tampered
         out[name] = {"prior": round(100 * (float(f1[k]) if prior_metric == "f1" else mean_auc), 3),
                      "f1_best_fixed": round(float(f1[k]), 4), "threshold": float(GRID[k]), "auc": round(mean_auc, 4),
-                     "tampered_images": a.n_tampered, "abstained_or_failed": a.failed,
+                     "tampered_images": int(n_tampered.sum()), "abstained_or_failed": failed[name],
+                     "applicable_images": {sets[d][0]: int(applied[name][d]) for d in range(n_sets)},
+                     "per_dataset": {sets[d][0]: {"f1_best_fixed": round(float(per_f1[i, k]), 4),
+                                                  "auc": round(float(per_auc[i]), 4)}
+                                     for i, d in enumerate(np.flatnonzero(with_tp))},
                      "calibration": cal.to_json(), "heldout": check}
+    fit_images = [im for im in images if not im.heldout] or images
+    stacker = fit_stacker(fit_images, cals, names, n_sets, l2)
+    priors = {n: out[n]["prior"] for n in names}
+    thresholds = {n: out[n]["threshold"] for n in names}
+    fusion = {"stacker": stacker.to_json(), "l2": l2, "seed": seed, "pixels_per_image": pixels_per_image,
+              "heldout_share": heldout_share}
+    hold_images = [im for im in images if im.heldout]
+    decisions = {v: fit_decision(fit_images, v, cals, stacker, priors, thresholds, n_sets, temperature) for v in VOTERS}
+    fusion["decision"] = decisions
+    fusion["image"] = fit_image_score(fit_images, cals, stacker, priors, thresholds, n_sets, temperature, decisions)
+    if hold_images:
+        table = select_voter(hold_images, cals, stacker, priors, thresholds, [s[0] for s in sets], temperature,
+                             decisions)
+        fusion["selection"] = table
+        fusion["default_voter"] = max(table["mean"], key=lambda v: table["mean"][v]["criterion"])
+    else:
+        fusion["default_voter"] = "learned"
+    return {"members": out, "fusion": fusion, "skipped": skipped}
+
+
+def _llrs(im: _Image, cals: dict[str, Calibration]) -> dict[str, np.ndarray]:
+    return {n: member_llr(cals[n](v.astype(np.float32)), cals[n].base) for n, v in im.values.items()}
+
+
+def fit_stacker(images: list[_Image], cals: dict[str, Calibration], names: list[str], n_sets: int,
+                l2: float = 1e-3, pixels_per_image: int = 2000) -> Stacker:
+    """The learned voter: logistic regression over members' LLRs and applicability flags, datasets equal.
+
+    It fits on the first ``pixels_per_image`` of each image's sampled pixels (already a random sample).
+    """
+    x_parts, y_parts, d_parts = [], [], []
+    for full in images:
+        im = _Image(full.dataset, full.heldout, full.tampered, full.labels[:pixels_per_image],
+                    {n: v[:pixels_per_image] for n, v in full.values.items()}, full.applicable)
+        llr = _llrs(im, cals)
+        cols = []
+        for n in names:
+            on = n in llr
+            cols.append(llr[n] if on else np.zeros(im.labels.size, np.float32))
+        for n in names:
+            cols.append(np.full(im.labels.size, float(n in llr), np.float32))
+        x_parts.append(np.stack(cols, axis=1))
+        y_parts.append(im.labels)
+        d_parts.append(np.full(im.labels.size, im.dataset))
+    x, y, d = np.concatenate(x_parts), np.concatenate(y_parts), np.concatenate(d_parts)
+    beta = fit_logistic(x, y, dataset_weights(d, n_sets), l2)
+    k = len(names)
+    return Stacker(names, [round(float(c), 6) for c in beta[1 : k + 1]],
+                   [round(float(c), 6) for c in beta[k + 1 :]], round(float(beta[0]), 6))
+
+
+def fused_pixels(im: _Image, voter: str, cals: dict[str, Calibration], stacker: Stacker, priors: dict[str, float],
+                 thresholds: dict[str, float], temperature: float, decision: float | None = None) -> np.ndarray:
+    """The committee's map on an image's sampled pixels (as :class:`~.detector.Committee` fuses it)."""
+    raw = {n: v.astype(np.float32) for n, v in im.values.items()}
+    return combine(raw, cals, thresholds, priors, stacker, voter, temperature, (im.labels.size,),
+                   decision=decision).heatmap
+
+
+def fit_decision(images: list[_Image], voter: str, cals, stacker, priors, thresholds, n_sets: int,
+                 temperature: float) -> float:
+    """The fused probability to decide "tampered" at: the best mean over datasets of (mean pixel F1
+    over tampered images - share of authentic images' pixels flagged), like a member's threshold.
+
+    The second term keeps weak evidence (a kind of forgery the members hardly see, where flagging
+    the whole image scores well on tampered images alone) from flagging authentic images wholesale:
+    a flagged authentic pixel costs as much as a point of F1. Datasets without authentic images add
+    their F1 only.
+    """
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    f1_sums, fp_sums = np.zeros((n_sets, grid.size)), np.zeros((n_sets, grid.size))
+    n_tp, n_au = np.zeros(n_sets), np.zeros(n_sets)
+    for im in images:
+        h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature)
+        if im.tampered:
+            f1_sums[im.dataset] += _f1_at(h, im.labels, grid)
+            n_tp[im.dataset] += 1
+        else:
+            fp_sums[im.dataset] += (h[None, :] >= grid[:, None]).mean(axis=1)
+            n_au[im.dataset] += 1
+    keep = n_tp > 0
+    gain = f1_sums[keep] / n_tp[keep, None] - fp_sums[keep] / np.maximum(n_au[keep, None], 1)
+    return float(grid[int(np.argmax(gain.mean(axis=0)))])
+
+
+def image_statistic(heat: np.ndarray) -> float:
+    """What the image score calibrates: the log-odds of the map's 99.5th percentile."""
+    q = float(np.quantile(heat, 0.995)) if heat.size else 0.0
+    q = min(max(q, 1e-4), 1 - 1e-4)
+    return float(np.log(q / (1 - q)))
+
+
+def fit_image_score(images: list[_Image], cals, stacker, priors, thresholds, n_sets: int,
+                    temperature: float, decisions: dict[str, float]) -> dict[str, Any]:
+    """Per voter, a logistic (Platt) map from :func:`image_statistic` to P(image tampered), datasets equal.
+
+    Datasets without authentic images add their tampered images only; each class of each dataset
+    weighs the same.
+    """
+    out: dict[str, Any] = {}
+    for voter in VOTERS:
+        stat = np.array([image_statistic(fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature,
+                                                      decisions[voter])) for im in images])
+        lab = np.array([im.tampered for im in images])
+        group = np.array([2 * im.dataset + im.tampered for im in images])
+        if lab.all() or not lab.any():
+            out[voter] = {"a": 1.0, "b": 0.0}
+            continue
+        beta = fit_logistic(stat[:, None], lab, dataset_weights(group, 2 * n_sets), 1e-4)
+        out[voter] = {"a": round(float(beta[1]), 6), "b": round(float(beta[0]), 6)}
     return out
 
 
+def select_voter(images: list[_Image], cals, stacker, priors, thresholds, set_names: list[str],
+                 temperature: float, decisions: dict[str, float]) -> dict[str, Any]:
+    """Each voter on the held-out images' sampled pixels, per dataset: F1 at 0.5, best F1, AUC.
+
+    The criterion is their sum, averaged over datasets (each dataset counts the same).
+    """
+    from ..evaluation.metrics import auc as auc_metric
+    from ..evaluation.metrics import best_f1
+
+    table: dict[str, Any] = {"per_dataset": {}, "mean": {}}
+    for voter in VOTERS:
+        rows = {}
+        for d, name in enumerate(set_names):
+            f05, fb, au = [], [], []
+            for im in images:
+                if im.dataset != d or not im.tampered or im.labels.all():
+                    continue
+                h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decisions[voter])
+                g = im.labels
+                p = h >= 0.5
+                f05.append(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
+                fb.append(best_f1(h, g)[0])
+                au.append(auc_metric(h, g))
+            if f05:
+                rows[name] = {"images": len(f05), "f1_fixed": round(float(np.mean(f05)), 4),
+                              "f1_best": round(float(np.mean(fb)), 4), "auc": round(float(np.mean(au)), 4)}
+        table["per_dataset"][voter] = rows
+        if rows:
+            table["mean"][voter] = {k: round(float(np.mean([r[k] for r in rows.values()])), 4)
+                                    for k in ("f1_fixed", "f1_best", "auc")}
+            table["mean"][voter]["criterion"] = round(sum(table["mean"][voter][k] for k in ("f1_fixed", "f1_best", "auc")), 4)
+    return table
+
+
 def priors_document(dataset: str, members: dict[str, Any], versions: dict[str, str], prior_metric: str,
-                    images: int, note: str = "") -> dict[str, Any]:
+                    images: int, note: str = "", fusion: dict[str, Any] | None = None,
+                    datasets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     for name, v in versions.items():
         members[name]["version"] = v
-    return {"format": FORMAT, "format_version": 2, "dataset": dataset, "images": images, "prior_metric": prior_metric,
-            "imlforensics": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "note": note, "members": members}
+    doc = {"format": FORMAT, "format_version": 3 if fusion else 2, "dataset": dataset, "images": images,
+           "prior_metric": prior_metric, "imlforensics": __version__,
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "note": note}
+    if datasets:
+        doc["datasets"] = datasets
+    doc["members"] = members
+    if fusion:
+        doc["fusion"] = fusion
+    return doc
+
+
+def dataset_entry(name: str, path: str | Path, half: int | None, samples: list[Sample]) -> dict[str, Any]:
+    """How a priors file records one calibration dataset: its path, half, counts and a fingerprint
+    (hash of its image names and sizes), so that the file names the exact data it was measured on."""
+    h = hashlib.sha256()
+    for s in samples:
+        p = Path(s.image)
+        h.update(f"{p.name}:{p.stat().st_size if p.exists() else -1}\n".encode())
+    return {"name": name, "path": str(path), "half": half, "images": len(samples),
+            "tampered": sum(not s.authentic for s in samples), "fingerprint": h.hexdigest()[:16]}
 
 
 def read_priors(path: str | Path) -> dict[str, Any]:
@@ -165,7 +404,31 @@ def read_priors(path: str | Path) -> dict[str, Any]:
         problem = _member_problem(member)
         if problem:
             raise ImlfError(f"{path}: member {name}: {problem}")
+    if "fusion" in doc:
+        problem = _fusion_problem(doc["fusion"])
+        if problem:
+            raise ImlfError(f"{path}: fusion: {problem}")
     return doc
+
+
+def _fusion_problem(f: Any) -> str | None:
+    """What makes the file's fusion section (learned voter, decisions, image calibration) unusable."""
+    if not isinstance(f, dict):
+        return "not an object"
+    if f.get("default_voter", "prior") not in VOTERS:
+        return f"default voter {f.get('default_voter')!r} is not one of {', '.join(VOTERS)}"
+    if "stacker" in f:
+        try:
+            Stacker.from_json(f["stacker"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"the learned voter is damaged ({exc})"
+    for v, t in (f.get("decision") or {}).items():
+        if not (_finite(t) and 0 < t < 1):
+            return f"decision threshold {t!r} of voter {v} is not a number in (0, 1)"
+    for v, c in (f.get("image") or {}).items():
+        if not (isinstance(c, dict) and _finite(c.get("a")) and _finite(c.get("b"))):
+            return f"image calibration of voter {v} needs finite numbers a and b"
+    return None
 
 
 def _finite(x: Any) -> bool:

@@ -5,8 +5,15 @@ temperature=5, fusion="logit")``. Each member's raw map is calibrated with the c
 ``imlf calibrate`` measured, weighted by ``softmax(prior / T)`` (or equally) and fused
 (:mod:`imlforensics.committee.fusion`). A member that does not apply to an image (``dq`` on a PNG) or
 cannot run at all (a deep model without weights) abstains; the weights are renormalised over the
-members that voted and the output lists them. Without ``priors`` the file shipped with the package
-for the classical committee is used (measured on CASIA v1, see README).
+members that voted and the output lists them. A member that runs but sees no trace of its kind
+(``Prediction.applicable`` False: ``dq`` without double compression, ``copymove`` without a duplicated
+region, ``jpeg-grid`` without a JPEG grid) abstains too, instead of voting "authentic". The
+``learned`` voter stacks the voting members' log-likelihood ratios with the logistic regression
+stored in the priors file. Without ``voter`` the file's default (the voter ``imlf calibrate``
+measured best across its datasets) is used; without ``priors`` the file shipped with the package
+(measured on CASIA v1 and CocoGlide, see README). The image score is the fused map's 99.5th
+percentile through the file's image calibration for the voter (a probability that the image is
+tampered), or that percentile itself for files without one.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from ..detectors.base import Detector, Prediction
 from ..detectors.registry import load_detector, register_detector
 from ..errors import ImlfError, NotApplicable
 from ..io.image import ImageData
-from .fusion import Calibration, fuse, member_weights
+from .calibrate import image_statistic
+from .fusion import Calibration, Fused, Stacker, combine, member_weights, sigmoid
 
 DEFAULT_PRIORS = Path(__file__).parent / "priors-classical.json"
 
@@ -29,7 +37,8 @@ DEFAULT_PRIORS = Path(__file__).parent / "priors-classical.json"
 @register_detector
 class Committee(Detector):
     """Options: ``members`` (comma-separated names; default: every member of the priors file),
-    ``priors`` (a file from ``imlf calibrate``), ``voter`` (prior|equal), ``temperature`` (5),
+    ``priors`` (a file from ``imlf calibrate``), ``voter`` (prior|equal|learned; default: the
+    file's), ``temperature`` (5),
     ``fusion`` (logit|mean|vote), ``save_members`` (keep each member's map), ``device``,
     ``external`` (members run elsewhere, e.g. in the Ray engine's GPU actors: they are not loaded
     here, and :meth:`predict_given` takes their results for each image)."""
@@ -42,15 +51,29 @@ class Committee(Detector):
     cite = "Cui, arXiv 2025"
     summary = "calibrated members vote with weights softmax(prior / T); fused heatmap plus agreement map"
 
-    def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None, voter: str = "prior",
+    def __init__(self, members: str | list[str] | None = None, priors: str | Path | None = None,
+                 voter: str | None = None,
                  temperature: float = 5.0, fusion: str = "logit", save_members: bool = False, device: str = "auto",
                  external: list[str] | tuple[str, ...] = ()):
         from .calibrate import read_priors
         from .fusion import FUSIONS, VOTERS
 
+        self.doc = read_priors(priors or DEFAULT_PRIORS)
+        spec = self.doc.get("fusion") or {}
+        voter = voter or spec.get("default_voter", "prior")
         if voter not in VOTERS or fusion not in FUSIONS or not float(temperature) > 0 or float(temperature) == float("inf"):
             raise ValueError(f"voter must be {'/'.join(VOTERS)}, fusion {'/'.join(FUSIONS)}, temperature > 0")
-        self.doc = read_priors(priors or DEFAULT_PRIORS)
+        self.stacker: Stacker | None = None
+        if voter == "learned":
+            if "stacker" not in spec:
+                raise ImlfError(f"{priors or DEFAULT_PRIORS} has no learned voter (re-run `imlf calibrate`)")
+            try:
+                self.stacker = Stacker.from_json(spec["stacker"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ImlfError(f"{priors or DEFAULT_PRIORS}: bad learned voter ({exc})") from None
+        self.image_cal = (spec.get("image") or {}).get(voter)
+        # the decision threshold was measured for the logit fusion (and the learned voter)
+        self.decision = (spec.get("decision") or {}).get(voter) if fusion == "logit" or voter == "learned" else None
         known = self.doc["members"]
         names = members.split(",") if isinstance(members, str) else list(members or known)
         names = [n.strip() for n in names if n.strip()]
@@ -76,8 +99,20 @@ class Committee(Detector):
         self.cal = {n: Calibration.from_json(known[n]["calibration"], known[n].get("heldout", {}).get("positive_share"))
                     for n in names}
         self.thresholds = {n: float(known[n]["threshold"]) for n in names}
-        w = member_weights([float(known[n]["prior"]) for n in names], voter, self.temperature)
+        self.priors = {n: float(known[n]["prior"]) for n in names}
+        w = member_weights([self.priors[n] for n in names], voter, self.temperature)
         self.weights = dict(zip(names, map(float, w)))
+
+    def combine(self, raw: dict[str, np.ndarray], shape: tuple[int, int]) -> tuple[Fused, float]:
+        """Fuse the maps of the members that voted; return the fusion and the image score."""
+        fused = combine(raw, self.cal, self.thresholds, self.priors, self.stacker, self.voter, self.temperature,
+                        shape, self.fusion, self.decision)
+        stat = image_statistic(fused.heatmap)
+        if self.image_cal:
+            score = float(sigmoid(np.array(self.image_cal["a"] * stat + self.image_cal["b"])))
+        else:
+            score = float(1.0 / (1.0 + np.exp(-stat)))
+        return fused, score
 
     def predict_given(self, img: ImageData, given: dict[str, Any]) -> Prediction:
         """:meth:`predict` with the results of the ``external`` members supplied: for each, its
@@ -106,13 +141,17 @@ class Committee(Detector):
             except NotApplicable as exc:
                 rows.append({"name": n, "voted": False, "reason": str(exc)})
                 continue
+            if not pred.applicable:
+                rows.append({"name": n, "voted": False, "reason": "saw no trace of its kind (abstains)",
+                             "score": round(pred.score, 6), "seconds": round(time.perf_counter() - t, 4)})
+                continue
             raw[n] = pred.heatmap
             rows.append({"name": n, "voted": True, "score": round(pred.score, 6),
                          "seconds": round(time.perf_counter() - t, 4)})
         rows += [{"name": n, "voted": False, "reason": r} for n, r in self.absent.items()]
-        if not raw:
+        if not raw and not any("seconds" in r for r in rows):
             raise NotApplicable("no committee member applies to this image")
-        fused = fuse(raw, self.cal, self.thresholds, self.weights, self.fusion)
+        fused, score = self.combine(raw, (img.height, img.width))
         for r in rows:
             r["weight"] = round(fused.weights.get(r["name"], 0.0), 6)
         abstained = [r["name"] for r in rows if not r["voted"]]
@@ -124,7 +163,7 @@ class Committee(Detector):
         extras = {"notes": notes, "members": rows, "voter": self.voter, "temperature": self.temperature,
                   "fusion": self.fusion, "priors": {"dataset": self.doc.get("dataset"), "metric": self.doc.get("prior_metric")},
                   "_layers": layers}
-        return fused.heatmap, float(fused.heatmap.max()), extras
+        return fused.heatmap, score, extras
 
 
 class Given(Detector):

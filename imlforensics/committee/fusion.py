@@ -16,6 +16,12 @@ fused:
 * ``mean``: ``sum_i w_i p_i``;
 * ``vote``: ``sum_i w_i [raw_i >= t_i]``, each member's mask at its own calibrated threshold.
 
+The ``learned`` voter stacks the members instead (Wolpert, "Stacked generalization", Neural
+Networks 5, 1992): a logistic regression over each member's calibrated log-likelihood ratio and its
+applicability flag, ``sigmoid(b + sum_i (c_i a_i llr_i + d_i a_i))`` with ``a_i`` = 1 when member i
+saw its kind of trace in the image, fitted by ``imlf calibrate`` on labelled pixels of several
+datasets weighted equally (:func:`fit_logistic`) and stored in the priors file (:class:`Stacker`).
+
 Alongside the fused map: the agreement map (weighted share of members voting tampered) and the
 disagreement map (weighted variance of the members' probabilities).
 """
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 
 FUSIONS = ("logit", "mean", "vote")
-VOTERS = ("prior", "equal")
+VOTERS = ("prior", "equal", "learned")
 _EPS = 1e-4
 _GRID = 1024  # calibration lattice: fit_isotonic's bin centres lie on it for bins dividing 512
 
@@ -81,17 +87,20 @@ class Calibration:
         return cls(list(map(float, data["knots"])), list(map(float, data["probs"])), None if b is None else float(b))
 
 
-def fit_isotonic(values: np.ndarray, labels: np.ndarray, bins: int = 128) -> Calibration:
+def fit_isotonic(values: np.ndarray, labels: np.ndarray, bins: int = 128,
+                 weights: np.ndarray | None = None) -> Calibration:
     """Isotonic regression (pool-adjacent-violators) of ``labels`` on ``values`` in [0, 1].
 
     The pixels are first pooled into ``bins`` equal-width bins (counts and positives per bin), so
     millions of pixels cost one histogram; the monotone fit runs on the bins' weighted means.
+    ``weights``: one per pixel (``imlf calibrate`` gives every dataset the same total weight).
     """
     values = np.clip(np.asarray(values, np.float64).ravel(), 0.0, 1.0)
     labels = np.asarray(labels, bool).ravel()
+    wts = np.ones(values.size) if weights is None else np.asarray(weights, np.float64).ravel()
     idx = np.minimum((values * bins).astype(np.int64), bins - 1)
-    n = np.bincount(idx, minlength=bins).astype(np.float64)
-    pos = np.bincount(idx, weights=labels.astype(np.float64), minlength=bins)
+    n = np.bincount(idx, weights=wts, minlength=bins)
+    pos = np.bincount(idx, weights=wts * labels, minlength=bins)
     centers = (np.arange(bins) + 0.5) / bins
     keep = n > 0
     if not keep.any():
@@ -117,6 +126,85 @@ def fit_isotonic(values: np.ndarray, labels: np.ndarray, bins: int = 128) -> Cal
     return Calibration([float(knots[i]) for i in order], [float(np.clip(probs[i], 0, 1)) for i in order], base)
 
 
+LLR_CLIP = 8.0  # a member's evidence is bounded: one pixel's calibration cannot be surer than this
+
+
+def member_llr(p: np.ndarray, base: float | None) -> np.ndarray:
+    """Log-likelihood ratio of calibrated probabilities ``p`` against the member's base rate."""
+    b = 0.5 if base is None else min(max(base, _EPS), 1 - _EPS)
+    q = np.clip(np.asarray(p, np.float32), _EPS, 1 - _EPS)
+    out = _logit(q.copy())
+    out -= np.float32(np.log(b / (1 - b)))
+    return np.clip(out, -LLR_CLIP, LLR_CLIP, out=out)
+
+
+@dataclass
+class Stacker:
+    """Logistic regression over members: ``sigmoid(intercept + sum_i a_i (coef_i llr_i + shift_i))``.
+
+    ``a_i`` is 1 when member i voted on the image (ran, applied and saw its kind of trace), else 0,
+    so an abstaining member adds nothing. Coefficients are stored in the priors file exactly.
+    """
+
+    names: list[str]
+    coef: list[float]
+    shift: list[float]
+    intercept: float
+
+    def logit(self, llr: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        z = np.full(shape, np.float32(self.intercept), np.float32)
+        for n, c, d in zip(self.names, self.coef, self.shift):
+            if n in llr:
+                z += np.float32(c) * llr[n] + np.float32(d)
+        return z
+
+    def __call__(self, llr: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        return sigmoid(self.logit(llr, shape))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"names": list(self.names), "coef": [float(c) for c in self.coef],
+                "shift": [float(d) for d in self.shift], "intercept": float(self.intercept)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Stacker":
+        names, coef, shift = list(data["names"]), list(map(float, data["coef"])), list(map(float, data["shift"]))
+        if not (len(names) == len(coef) == len(shift)):
+            raise ValueError("stacker: names, coef and shift differ in length")
+        vals = coef + shift + [float(data["intercept"])]
+        if not all(np.isfinite(vals)):
+            raise ValueError("stacker: coefficients must be finite")
+        return cls(names, coef, shift, float(data["intercept"]))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    z = np.clip(np.asarray(z, np.float32), -60, 60)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1e-3, iters: int = 50) -> np.ndarray:
+    """Weighted L2-regularised logistic regression by Newton's method; returns [intercept, coef...].
+
+    Deterministic (no random start); ``w`` is normalised to sum 1 so ``l2`` does not depend on
+    how many pixels were sampled. The intercept is not penalised.
+    """
+    x = np.asarray(x, np.float64)
+    a = np.concatenate([np.ones((x.shape[0], 1)), x], axis=1)
+    y = np.asarray(y, np.float64)
+    w = np.asarray(w, np.float64) / np.sum(w)
+    beta = np.zeros(a.shape[1])
+    pen = np.full(a.shape[1], l2)
+    pen[0] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ beta, -60, 60)))
+        grad = a.T @ (w * (p - y)) + pen * beta
+        hess = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(pen) + 1e-9 * np.eye(a.shape[1])
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return beta
+
+
 def member_weights(priors: list[float], voter: str = "prior", temperature: float = 5.0) -> np.ndarray:
     """CV-DD weights: softmax of the priors (percent) over ``temperature``, or equal."""
     if voter not in VOTERS:
@@ -124,7 +212,7 @@ def member_weights(priors: list[float], voter: str = "prior", temperature: float
     n = len(priors)
     if n == 0:
         return np.zeros(0)
-    if voter == "equal":
+    if voter in ("equal", "learned"):  # the learned voter weighs inside its stacker
         return np.full(n, 1.0 / n)
     if temperature <= 0:
         raise ValueError("temperature must be positive")
@@ -197,3 +285,41 @@ def fuse(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], thres
     else:
         heat = agreement
     return Fused(np.asarray(heat, np.float32), agreement, disagreement, {n: float(x) for n, x in zip(names, w)})
+
+
+def to_decision(heat: np.ndarray, t: float | None) -> np.ndarray:
+    """Monotone remap that puts the decision threshold ``t`` at 0.5 ([0, t] -> [0, 0.5], [t, 1] -> [0.5, 1])."""
+    if t is None or not 0.0 < t < 1.0:
+        return heat
+    lo = heat * np.float32(0.5 / t)
+    hi = np.float32(0.5) + (heat - np.float32(t)) * np.float32(0.5 / (1.0 - t))
+    return np.where(heat < t, lo, hi).astype(np.float32)
+
+
+def combine(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], thresholds: dict[str, float],
+            priors: dict[str, float], stacker: Stacker | None, voter: str, temperature: float,
+            shape: tuple[int, ...], method: str = "logit", decision: float | None = None) -> Fused:
+    """The committee's map from the raw maps of the members that voted (ran and saw their trace).
+
+    ``prior``/``equal``: CV-DD weights over the voting members, then :func:`fuse`; ``learned``: the
+    stacker over the members' log-likelihood ratios (agreement and disagreement as the equal voter's).
+    With no member voting, nothing is found: a zero map. ``decision``: the fused probability at
+    which to decide "tampered" (``imlf calibrate``'s F1-optimal one), moved to 0.5 by :func:`to_decision`.
+    """
+    names = [n for n in raw if n in calibrations]
+    if not names:
+        zero = np.zeros(shape, np.float32)
+        return Fused(zero, zero.copy(), zero.copy(), {})
+    if voter == "learned":
+        if stacker is None:
+            raise ValueError("the learned voter needs a stacker (a priors file written by imlf calibrate 0.2+)")
+        equal = {n: 1.0 / len(names) for n in names}
+        base = fuse({n: raw[n] for n in names}, calibrations, thresholds, equal, "mean")
+        llr = {n: member_llr(calibrations[n](raw[n]), calibrations[n].base) for n in names}
+        base.heatmap = to_decision(stacker(llr, shape), decision)
+        base.weights = {n: abs(c) for n, c in zip(stacker.names, stacker.coef) if n in llr}
+        return base
+    w = member_weights([priors[n] for n in names], voter, temperature)
+    out = fuse({n: raw[n] for n in names}, calibrations, thresholds, dict(zip(names, map(float, w))), method)
+    out.heatmap = to_decision(out.heatmap, decision)
+    return out

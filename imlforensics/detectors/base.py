@@ -4,6 +4,12 @@ A detector takes one image and returns a :class:`Prediction`: a float32 heatmap 
 image's own resolution (high = tampered) and an image-level score in [0, 1]. Detectors that cannot
 analyse an input (a JPEG-only method given a PNG, a deep model without weights) raise
 :class:`~imlforensics.errors.NotApplicable` with the reason.
+
+A detector that can analyse the image but finds no trace of the kind it sees (``dq`` without
+double-compression evidence, ``copymove`` without a duplicated region, ``jpeg-grid`` without a JPEG
+grid) returns its (empty) map with ``applicable`` False, set by ``extras["applicable"] = False`` in
+:meth:`Detector.analyse`: its silence then says nothing either way, and a committee counts it as an
+abstention rather than as evidence that the image is authentic. The test lives with each detector.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class Prediction:
     extras: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, np.ndarray] = field(default_factory=dict)  # extra maps in [0, 1] (a committee's agreement, ...)
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # extra float arrays for --save-raw (Noiseprint's residual)
+    applicable: bool = True  # False: the detector saw no trace of its kind, so its map is no evidence either way
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """Boolean mask of pixels whose heat is at or above ``threshold``."""
@@ -67,6 +74,7 @@ class Detector:
         notes = list(img.notes) + list(extras.pop("notes", []))
         layers = extras.pop("_layers", {})
         raw = extras.pop("_raw", {})
+        applicable = bool(extras.pop("applicable", True))
         return Prediction(
             heatmap=heatmap,
             score=float(np.clip(score, 0.0, 1.0)),
@@ -77,6 +85,7 @@ class Detector:
             extras=extras,
             layers=layers,
             raw=raw,
+            applicable=applicable,
         )
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:

@@ -494,7 +494,8 @@ class CopyMoveDetector(Detector):
 
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         h, w = img.height, img.width
-        extras: dict[str, Any] = {"copies": 0, "keypoints": 0, "matches": 0}
+        # applicable only once a duplicated region is found: no copy found is no evidence of a splice
+        extras: dict[str, Any] = {"copies": 0, "keypoints": 0, "matches": 0, "applicable": False}
         empty = np.zeros((h, w), np.float32)
         if min(h, w) < 16:
             extras["notes"] = ["image too small to search for copied regions"]
@@ -548,7 +549,7 @@ class CopyMoveDetector(Detector):
             notes.append(f"{strong} duplicated region pair(s) found: both the copy and its original are marked")
         if any(t["discounted"] for t in info):
             notes.append("repeated content that looks like a natural pattern (texture, facade) was discounted")
-        extras.update(copies=strong, candidates=len(dups), transforms=info, notes=notes)
+        extras.update(copies=strong, candidates=len(dups), transforms=info, notes=notes, applicable=True)
         return heat, float(max(d.strength for d in dups)), extras
 
     def _localise(self, g: np.ndarray, textured: np.ndarray, d: Duplicate, min_shift: float

@@ -862,7 +862,7 @@ class DoubleQuantizationDetector(Detector):
         h, w = img.height, img.width
         bh, bw = min(jpg.coef[0].shape[0], -(-h // 8)), min(jpg.coef[0].shape[1], -(-w // 8))
         coef, qt = jpg.coef[0][:bh, :bw], jpg.qtables[0]
-        extras: dict[str, Any] = {"progressive": jpg.progressive}
+        extras: dict[str, Any] = {"progressive": jpg.progressive, "applicable": False}
         zero = np.zeros((h, w), np.float32)
         valid = np.ones((bh, bw), bool)
         if h % 8:
@@ -913,6 +913,7 @@ class DoubleQuantizationDetector(Detector):
         heat = maps.upsample(block_map, (h, w), 8)
         extras.update(
             {
+                "applicable": True,  # double compression seen: the map is evidence either way
                 "dominant_history": "double" if double_dominant else "single",
                 "tampered_history": "single" if double_dominant else "double",
                 "double_share": round(share, 3),

@@ -458,6 +458,7 @@ class JpegGridDetector(Detector):
         if grid.origin is None:
             extras["notes"].append("no JPEG grid found (never JPEG-compressed, resampled or flat): "
                                    "nothing to compare")
+            extras["applicable"] = False  # no grid: the empty map is no evidence either way
             return np.zeros((h, w), np.float32), 0.0, extras
         if grid.origin != (0, 0):
             extras["notes"].append(f"the image's JPEG grid starts at row {grid.origin[0]}, column "

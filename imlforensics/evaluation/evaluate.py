@@ -17,6 +17,17 @@ from ..errors import ImlfError
 from .datasets import Sample, read_mask
 
 
+# What each pixel F1 of a summary means (the field reports all of these under the name "F1").
+PROTOCOLS = {
+    "f1_fixed": "IMDL-BenCo: one fixed threshold for every image (per-image CSV column: f1)",
+    "f1_best": "best threshold per image (optimistic: the threshold is chosen with the ground truth)",
+    "f1_grip_fixed": "GRIP/TruFor protocol: better of the map and the inverted map per image, fixed threshold",
+    "f1_grip_best": "GRIP/TruFor protocol: better of the map and the inverted map per image, best threshold "
+                    "(optimistic)",
+    "f1_soft": "soft F1, no threshold: the heatmap read as a probability, 2 sum(h g) / (sum h + sum g)",
+}
+
+
 @dataclass
 class ImageRecord:
     image: str
@@ -28,6 +39,9 @@ class ImageRecord:
     iou_best: float | None = None
     threshold_best: float | None = None
     auc: float | None = None
+    f1_grip_fixed: float | None = None
+    f1_grip_best: float | None = None
+    f1_soft: float | None = None
     flagged: float | None = None
     seconds: float | None = None
     error: str | None = None
@@ -139,6 +153,7 @@ def score_sample(sample: Sample, source: Source, threshold: float, device: str |
     rec.score, rec.seconds = float(score), float(seconds)
     rec.f1, rec.iou, rec.f1_best, rec.iou_best = ps.f1, ps.iou, ps.f1_best, ps.iou_best
     rec.threshold_best, rec.auc, rec.flagged = ps.threshold_best, ps.auc, ps.flagged
+    rec.f1_grip_fixed, rec.f1_grip_best, rec.f1_soft = ps.f1_grip_fixed, ps.f1_grip_best, ps.f1_soft
     return rec
 
 
@@ -214,7 +229,11 @@ def summarize(records: Iterable[ImageRecord], threshold: float) -> dict:
             "f1_best": mean(r.f1_best for r in tampered),
             "iou_best": mean(r.iou_best for r in tampered),
             "auc": mean(r.auc for r in tampered),
+            "f1_grip_fixed": mean(r.f1_grip_fixed for r in tampered),
+            "f1_grip_best": mean(r.f1_grip_best for r in tampered),
+            "f1_soft": mean(r.f1_soft for r in tampered),
         },
+        "protocols": PROTOCOLS,
     }
     if authentic:
         out["authentic_pixels"] = {

@@ -7,6 +7,15 @@ does (see IMDL-BenCo). Two threshold conventions are reported and always labelle
 * ``best``: for each image the threshold that maximises its F1 is used (an optimistic upper
   bound that many papers report; IoU is monotone in F1, so the same threshold maximises both).
 
+Two more conventions, so that numbers from other papers can be compared with ours:
+
+* ``grip`` (the GRIP/TruFor protocol): for each image the better of the map and the inverted map
+  (``1 - map``), at the fixed threshold (``f1_grip_fixed``) and at the best threshold
+  (``f1_grip_best``); a map that marks the authentic part instead of the forgery still scores;
+  optimistic too;
+* ``soft``: no threshold at all, the heatmap read as a probability per pixel:
+  ``2 sum(h g) / (sum(h) + sum(g))`` (the Dice coefficient of the soft map).
+
 A pixel AUC is the Mann-Whitney statistic with ties counted half, as scikit-learn computes it.
 
 Images without tampered pixels (authentic images, empty masks) have no pixel F1, IoU or AUC: they
@@ -105,6 +114,17 @@ class PixelScores:
     threshold_best: float | None
     auc: float | None
     flagged: float  # share of pixels at or above the fixed threshold
+    f1_grip_fixed: float | None = None  # GRIP/TruFor: best of map and inverted map, fixed threshold
+    f1_grip_best: float | None = None  # GRIP/TruFor: best of map and inverted map, best threshold
+    f1_soft: float | None = None  # threshold-free: heatmap as probability
+
+
+def soft_f1(heatmap: ArrayLike, gt: ArrayLike) -> float:
+    """Threshold-free F1 of a heatmap read as probabilities: ``2 sum(h g) / (sum(h) + sum(g))``."""
+    h = _t(heatmap, dtype=torch.float64).flatten()
+    g = _t(gt, h.device).bool().flatten().to(torch.float64)
+    den = (h.sum() + g.sum()).item()
+    return 2 * (h * g).sum().item() / den if den > 0 else 0.0
 
 
 def pixel_scores(heatmap: ArrayLike, gt: ArrayLike, threshold: float = 0.5,
@@ -122,4 +142,8 @@ def pixel_scores(heatmap: ArrayLike, gt: ArrayLike, threshold: float = 0.5,
     f1, iou = f1_iou(pred, g)
     fb, tb = best_f1(h, g)
     a = auc(h, g)
-    return PixelScores(f1, iou, fb, fb / (2 - fb), tb, None if np.isnan(a) else a, flagged)
+    inverted = 1.0 - h
+    f1_inv, _ = f1_iou(inverted >= threshold, g)
+    fb_inv, _ = best_f1(inverted, g)
+    return PixelScores(f1, iou, fb, fb / (2 - fb), tb, None if np.isnan(a) else a, flagged,
+                       max(f1, f1_inv), max(fb, fb_inv), soft_f1(h, g))

@@ -192,6 +192,7 @@ def make_record(img: ImageData, pred: Prediction, detector: Detector, threshold:
         "detector": {"name": pred.detector, "version": pred.version, "kind": detector.kind},
         "imlforensics": __version__,
         "score": round(pred.score, 6),
+        "applicable": pred.applicable,
         "threshold": threshold,
         "tampered_fraction": round(float(mask.mean()), 6),
         "boxes": components(mask, pred.heatmap),
