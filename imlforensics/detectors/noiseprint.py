@@ -289,7 +289,8 @@ class NoiseprintDetector(_NoiseprintBase):
     file, instead of the cache), ``device`` (auto|cpu|cuda|mps), ``small_map`` (auto|em|energy)."""
 
     name = "noiseprint"
-    needs = "any image (the JPEG quality picks the network)"
+    cite = "Cozzolino, TIFS 2020"
+    needs = "any image"  # (a JPEG's quality picks the network, see the summary)
     paper = ("D. Cozzolino, L. Verdoliva, Noiseprint: a CNN-based camera model fingerprint, "
              "IEEE TIFS 15, 2020 (arXiv:1808.08396)")
     summary = "Noiseprint: camera-model noise residual (DnCNN per JPEG quality), EM on its local statistics"
@@ -328,6 +329,7 @@ class NoiseprintPPDetector(_NoiseprintBase):
     ``device`` (auto|cpu|cuda|mps), ``small_map`` (auto|em|energy)."""
 
     name = "noiseprint++"
+    cite = "Guillaro, CVPR 2023"
     needs = "any image"
     gain = NPP_GAIN
     paper = ("F. Guillaro, D. Cozzolino, A. Sud, N. Dufour, L. Verdoliva, TruFor: Leveraging all-round clues "
