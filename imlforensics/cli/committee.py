@@ -149,7 +149,7 @@ def ensemble_command(
     from ..runs.ray import run_committee
     from .common import report_failure, start_engine
     from ..runs.runinfo import RunLog
-    from .report import check_report_target, write_run_report
+    from .report import check_report_target, finish_run
 
     save_members = save_members or report  # the report shows each member's map
     opts = {"members": models, "priors": str(priors) if priors else None, "voter": voter, "temperature": temperature,
@@ -236,12 +236,7 @@ def ensemble_command(
             where = "no summary written"
         err.print(f"done {sum(r['status'] == 'done' for r in rows)}, failed {failed}, flagged {flagged} "
                   f"(score >= {threshold}); {where}")
-        try:
-            log.write()
-        except ImlfError as exc:
-            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
-        if report and not write_run_report(out_dir):
-            failed += 1
+        failed += finish_run(log, out_dir, report)
     if failed:
         raise typer.Exit(EXIT_FAILED)
 

@@ -64,7 +64,7 @@ def detect_command(
     from ..runs.detect import detect_stream
     from ..runs.ray import detect_outcomes
     from ..runs.runinfo import RunLog
-    from .report import check_report_target, write_run_report
+    from .report import check_report_target, finish_run
 
     limit = parse_count(max_pixels)
     try:
@@ -121,13 +121,8 @@ def detect_command(
             advance()
     if not json_lines and records:
         _detect_table(records, threshold, out_dir)
-    if records or report:  # a run that wrote nothing into the folder leaves nothing there
-        try:
-            log.write()
-        except ImlfError as exc:
-            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
-    if report and not write_run_report(out_dir):
-        failed += 1
+    # a run that wrote nothing into the folder leaves nothing there
+    failed += finish_run(log, out_dir, report, write_log=bool(records or report))
     if failed:
         raise typer.Exit(EXIT_FAILED)
     if fail_above is not None and any(r["score"] > fail_above for r in records):

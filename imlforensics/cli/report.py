@@ -32,7 +32,7 @@ def check_report_target(out_dir: Path, replace: bool) -> None:
     """Before a run with ``--report``: refuse early when a report is there and may not be replaced."""
     index = out_dir / "report" / "index.html"
     if index.exists() and not replace:
-        raise fail(f"{escape(str(index))} exists (use --overwrite to replace the report)")
+        raise fail(f"{index} exists (use --overwrite to replace the report)")
 
 
 def write_run_report(out_dir: Path) -> bool:
@@ -47,3 +47,20 @@ def write_run_report(out_dir: Path) -> bool:
         return False
     err.print(f"report in {escape(str(index))}")
     return True
+
+
+def finish_run(log, out_dir: Path, report: bool, write_log: bool = True) -> int:
+    """After a run: its line in runs.jsonl (when ``write_log``) and, with ``--report``, the report;
+    each failure is one line. Returns how many of the two failed."""
+    from ..errors import ImlfError
+
+    failed = 0
+    if write_log:
+        try:
+            log.write()
+        except ImlfError as exc:
+            err.print(f"imlf: error: {escape(str(exc))}", soft_wrap=True)
+            failed += 1
+    if report and not write_run_report(out_dir):
+        failed += 1
+    return failed
