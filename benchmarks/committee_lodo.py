@@ -36,6 +36,41 @@ MEMBERS = ["ela", "noise", "jpeg-grid", "dq", "copymove"]
 VOTERS = ["prior", "equal", "learned"]
 
 
+def extra_maps(ds: str, samples: list[Sample], cache: Path, name: str, out: dict[str, dict],
+               cached_only: bool = False) -> None:
+    """Add member ``name`` (e.g. ``noiseprint++``) to ``out``, cached in a file of its own per image."""
+    from imlforensics.io.image import load_image
+
+    folder = cache / ds
+    det = None
+    for s in samples:
+        if str(s.image) not in out:
+            continue
+        f = folder / (Path(s.image).name + f".{name}.npz")
+        if not f.exists() and cached_only:
+            continue
+        if not f.exists():
+            det = det or load_detector(name)
+            arrays, meta = {}, None
+            try:
+                p = det.predict(load_image(s.image))
+                arrays["map"] = p.heatmap.astype(np.float16)
+                meta = {"score": p.score, "applicable": p.applicable}
+            except NotApplicable:
+                pass
+            except ImlfError:
+                continue
+            arrays["meta"] = np.array(json.dumps(meta))
+            tmp = folder / (f.name + ".tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            tmp.rename(f)
+        with np.load(f) as z:
+            meta = json.loads(str(z["meta"]))
+            if "map" in z.files:
+                out[str(s.image)]["maps"][name] = z["map"]
+            out[str(s.image)]["applicable"][name] = bool(meta and meta["applicable"])
+
+
 def member_maps(ds: str, samples: list[Sample], cache: Path, cached_only: bool = False) -> dict[str, dict]:
     """image path -> {"maps": {member: map or None}, "applicable": {...}} (computed once, cached)."""
     from imlforensics.io.image import load_image
@@ -113,17 +148,27 @@ def main(argv: list[str] | None = None) -> None:
                     help="Authentic images (a JSON list) to add to a dataset, e.g. CocoGlide's originals.")
     ap.add_argument("--cached-only", action="store_true", help="Skip images whose maps are not cached yet.")
     ap.add_argument("--save-priors", type=Path, help="Also write the 'all' configuration's priors file here.")
+    ap.add_argument("--extra", action="append", default=[], metavar="MEMBER",
+                    help="Also try the committee with this member added (e.g. noiseprint++); every table then "
+                         "shows the committee with and without it.")
+    ap.add_argument("--every", type=int, default=1, metavar="K",
+                    help="Use every K-th image of each dataset only (a subsample, for slow members).")
     args = ap.parse_args(argv)
     data = {}
     for root in args.datasets:
         name = root.name
-        samples = load_dataset(root)
+        samples = load_dataset(root)[:: args.every]
         cached = member_maps(name, samples, args.cache, args.cached_only)
+        for m in args.extra:
+            extra_maps(name, samples, args.cache, m, cached, args.cached_only)
         for spec in args.negatives:
             target, _, listing = spec.partition("=")
             if target == name:
-                extra = load_dataset(Path(listing))
-                cached.update(member_maps(Path(listing).stem, extra, args.cache, args.cached_only))
+                extra = load_dataset(Path(listing))[:: args.every]
+                more = member_maps(Path(listing).stem, extra, args.cache, args.cached_only)
+                for m in args.extra:
+                    extra_maps(Path(listing).stem, extra, args.cache, m, more, args.cached_only)
+                cached.update(more)
                 samples = samples + extra
         samples = [s for s in samples if str(s.image) in cached]
         data[name] = (samples, cached)
@@ -134,34 +179,27 @@ def main(argv: list[str] | None = None) -> None:
     if "lodo" in args.configs and len(data) > 1:
         configs += [(f"lodo: without {d}", [o for o in data if o != d], [d]) for d in data]
     results = []
+    member_sets = [("", MEMBERS)] + ([(" + " + " + ".join(args.extra), MEMBERS + args.extra)] if args.extra else [])
     for label, fit_on, test_on in configs:
         sets = [(d, split_half(data[d][0], 0)) for d in fit_on]
-        res = calibrate(sets, {n: runner(cached_all, n) for n in MEMBERS})
-        doc = {"format": "imlforensics-priors", "members": res["members"], "fusion": res["fusion"]}
-        if label == "all" and args.save_priors:
-            from imlforensics.committee.calibrate import dataset_entry, priors_document
-            from imlforensics.detectors.registry import detector_class
-
-            listed = [dataset_entry(n, next(r for r in args.datasets if r.name == n), 0, s) for n, s in sets]
-            full = priors_document(", ".join(f"{e['path']} (half 0)" for e in listed), res["members"],
-                                   {n: detector_class(n).version for n in res["members"]}, "f1",
-                                   sum(len(s) for _, s in sets), fusion=res["fusion"], datasets=listed,
-                                   note="Measured by: python "
-                                        "benchmarks/committee_lodo.py " + " ".join(map(str, args.datasets))
-                                        + " --configs all --save-priors FILE (the same fit as imlf calibrate "
-                                        + " ".join(map(str, args.datasets)) + " --split-half 0)")
-            args.save_priors.write_text(json.dumps(full, indent=1))
-        tmp = args.cache / "priors-bench.json"
-        tmp.write_text(json.dumps(doc))
-        committees = {v: Committee(priors=str(tmp), voter=v) for v in VOTERS}
-        default = res["fusion"]["default_voter"]
+        committees, defaults = {}, {}
+        for suffix, names in member_sets:
+            res = calibrate(sets, {n: runner(cached_all, n) for n in names})
+            doc = {"format": "imlforensics-priors", "members": res["members"], "fusion": res["fusion"]}
+            if label == "all" and args.save_priors and not suffix:
+                save_priors(args, sets, res)
+            tmp = args.cache / "priors-bench.json"
+            tmp.write_text(json.dumps(doc))
+            for v in VOTERS:
+                committees[(suffix, v)] = Committee(priors=str(tmp), voter=v)
+            defaults[suffix] = res["fusion"]["default_voter"]
         for d in test_on:
             tests = [(d, split_half(data[d][0], 1))]
             if d.startswith("casia"):
                 tests.append((f"{d} copy-move (Sp_S)", [s for s in tests[0][1] if "Sp_S" in Path(s.image).name
                                                         or s.mask is None]))
             for tname, samples in tests:
-                for n in MEMBERS:
+                for n in MEMBERS + args.extra:
                     rows = []
                     for s in samples:
                         c = cached_all[str(s.image)]
@@ -170,22 +208,37 @@ def main(argv: list[str] | None = None) -> None:
                         m = m.astype(np.float32) if m is not None else np.zeros(shape, np.float32)
                         rows.append((m, float(m.max()), s))
                     results.append({"config": label, "test": tname, "who": n, **score(rows)})
-                for v, com in committees.items():
+                for (suffix, v), com in committees.items():
                     rows = []
                     for s in samples:
                         c = cached_all[str(s.image)]
                         shape = next(iter(c["maps"].values())).shape
                         raw = {n: m.astype(np.float32) for n, m in c["maps"].items()
-                               if c["applicable"][n] and n in com.cal}
+                               if c["applicable"].get(n) and n in com.cal}
                         fused, sc = com.combine(raw, shape)
                         rows.append((fused.heatmap, sc, s))
-                    who = f"committee {v}" + (" (default)" if v == default else "")
+                    who = f"committee{suffix} {v}" + (" (default)" if v == defaults[suffix] else "")
                     results.append({"config": label, "test": tname, "who": who, **score(rows)})
                 print_table([r for r in results if r["config"] == label and r["test"] == tname], label, tname)
     if args.csv:
         keys = ["config", "test", "who", "n", "f1_fixed", "f1_best", "auc", "image_auc", "authentic_flagged"]
         lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in results]
         args.csv.write_text("\n".join(lines) + "\n")
+
+
+def save_priors(args, sets, res) -> None:
+    from imlforensics.committee.calibrate import dataset_entry, priors_document
+    from imlforensics.detectors.registry import detector_class
+
+    listed = [dataset_entry(n, next(r for r in args.datasets if r.name == n), 0, s) for n, s in sets]
+    full = priors_document(", ".join(f"{e['path']} (half 0)" for e in listed), res["members"],
+                           {n: detector_class(n).version for n in res["members"]}, "f1",
+                           sum(len(s) for _, s in sets), fusion=res["fusion"], datasets=listed,
+                           note="Measured by: python "
+                                "benchmarks/committee_lodo.py " + " ".join(map(str, args.datasets))
+                                + " --configs all --save-priors FILE (the same fit as imlf calibrate "
+                                + " ".join(map(str, args.datasets)) + " --split-half 0)")
+    args.save_priors.write_text(json.dumps(full, indent=1))
 
 
 def print_table(rows: list[dict], label: str, test: str) -> None:

@@ -135,3 +135,46 @@ if __name__ == "__main__" and "--write-manifest" in sys.argv:
                   "reads the official trufor.pth.tar's ['state_dict'] into (grip-unina/TruFor test_docker/src/"
                   "trufor_test.py). Regenerate with: python tests/test_model_trufor.py --write-manifest",
         "keys": {k: list(v.shape) for k, v in ref.state_dict().items()}}, indent=0) + "\n")
+
+
+def test_a_large_image_is_split_into_windows_to_bound_memory(tmp_path, monkeypatch):
+    """Full-resolution TruFor needs memory in proportion to the pixels: above full_res_limit_mp the
+    detector analyses windows of the card's size (and says so), and its memory estimate is one
+    window's; full_res_limit_mp=0 keeps one pass and the estimate grows with the image."""
+    from safetensors.torch import save_file
+
+    from imlforensics import load_detector
+    from imlforensics.io.image import as_image
+
+    path = tmp_path / "trufor.safetensors"
+    save_file({k: v.contiguous() for k, v in TruFor().state_dict().items()}, str(path))
+    seen: list[tuple[int, int]] = []
+
+    def fake_outputs(self, rgb):
+        seen.append(rgb.shape[:2])
+        return {"map": np.full(rgb.shape[:2], 0.25, np.float32), "layers": {"confidence": np.ones(rgb.shape[:2], np.float32)},
+                "score": 0.5}
+
+    from imlforensics.detectors.deep import DeepDetector
+
+    monkeypatch.setattr(DeepDetector, "outputs", fake_outputs)
+    big = as_image(np.zeros((1500, 1400, 3), np.uint8))  # 2.1 MP
+    det = load_detector("trufor", weights=str(path), device="cpu", full_res_limit_mp=1.0)
+    pred = det.predict(big)
+    assert len(seen) == 4 and all(s[0] <= 1024 and s[1] <= 1024 for s in seen)
+    assert pred.heatmap.shape == (1500, 1400) and np.allclose(pred.heatmap, 0.25)
+    assert any("windows of 1024 px" in n for n in pred.notes)
+    assert det.memory_needed(big) < 1024 * 1024 * 900 + 1500 * 1400 * 16
+    seen.clear()
+    one = load_detector("trufor", weights=str(path), device="cpu", full_res_limit_mp=0)
+    pred = one.predict(big)
+    assert seen == [(1500, 1400)] and not any("windows" in n for n in pred.notes)
+    assert one.memory_needed(big) >= 1500 * 1400 * 800
+    small = as_image(np.zeros((600, 500, 3), np.uint8))  # under the limit: one pass, as the authors run it
+    seen.clear()
+    det.predict(small)
+    assert seen == [(600, 500)]
+    from imlforensics.errors import ImlfError
+
+    with pytest.raises(ImlfError, match="full_res_limit_mp"):
+        load_detector("trufor", weights=str(path), device="cpu", full_res_limit_mp=-1)

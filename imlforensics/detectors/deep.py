@@ -12,7 +12,10 @@ prepares an image and reads the output; this module only runs that recipe:
 By default the official behaviour is kept for large images (Mesorch and SparseViT resize them to
 their input size; IML-ViT analyses only the top-left 1024 x 1024 window, and the output says so). ``tile=True`` instead slides windows of the native input size over the full-resolution
 image (overlap ``tile_overlap``) and blends their maps, so a 12-megapixel photo is analysed at its
-own resolution. The image score is the map's maximum unless the card's ``image_score`` is ``head``
+own resolution. A full-resolution model (TruFor) needs memory in proportion to the pixels (the card's
+``bytes_per_pixel``, measured); above ``full_res_limit_mp`` megapixels (default 2.5, so that a
+12 MP photo stays under 3 GB) it is analysed in such windows automatically and the output says so
+(``full_res_limit_mp=0`` keeps the whole image in one pass). The image score is the map's maximum unless the card's ``image_score`` is ``head``
 (TruFor: its detection head's integrity score; with tiles, the largest over the windows). Extra
 maps a model gives (TruFor's confidence) become layers of the prediction.
 """
@@ -63,13 +66,16 @@ class DeepDetector(Detector):
     card: ModelCard
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", tile: bool = False,
-                 tile_overlap: float = 0.25, half: bool = False) -> None:
+                 tile_overlap: float = 0.25, half: bool = False, full_res_limit_mp: float = 2.5) -> None:
         import torch
 
         from ..weights.convert import load_weights
 
         if not 0.0 <= float(tile_overlap) < 1.0:
             raise ValueError("tile_overlap must be in [0, 1)")
+        if not float(full_res_limit_mp) >= 0:
+            raise ValueError("full_res_limit_mp must be a number >= 0 (0: never split the image)")
+        self.full_res_limit = float(full_res_limit_mp) * 1e6
         self.device = resolve_device(device)
         self.tile, self.tile_overlap, self.half = bool(tile), float(tile_overlap), bool(half)
         state, self.weights_info = load_weights(self.name, Path(weights) if weights else None)
@@ -131,7 +137,8 @@ class DeepDetector(Detector):
     def analyse(self, img: ImageData) -> tuple[np.ndarray, float, dict[str, Any]]:
         rgb = img.pixels
         h, w = rgb.shape[:2]
-        windows = tiles(h, w, self.size, self.tile_overlap) if self.tile else []
+        auto = self._auto_tile(h, w)
+        windows = tiles(h, w, self.size, self.tile_overlap) if self.tile or auto else []
         scores: list[float] = []
         if len(windows) > 1:
             acc: dict[str, np.ndarray] = {}
@@ -152,6 +159,10 @@ class DeepDetector(Detector):
             if "score" in res:
                 scores.append(res["score"])
         notes = []
+        if auto and len(windows) > 1:
+            notes.append(f"the image ({h * w / 1e6:.1f} MP) is above the {self.full_res_limit / 1e6:g} MP that "
+                         f"{self.name} analyses in one pass within 3 GB: analysed in {len(windows)} windows of "
+                         f"{self.size} px (option full_res_limit_mp=0 for one pass)")
         if len(windows) <= 1 and getattr(self, "_cropped", False):
             notes.append(f"as in the official {self.name} pipeline, only the top-left {self.size}x{self.size} "
                          "pixels were analysed (the rest of the map is 0); --tile analyses the whole image")
@@ -167,6 +178,21 @@ class DeepDetector(Detector):
         if layers:
             extras["_layers"] = layers
         return heat, float(max(scores)) if head else float(heat.max()), extras
+
+    def _full_res(self) -> bool:
+        return self.card.preprocess.get("mode") == "full"
+
+    def _auto_tile(self, h: int, w: int) -> bool:
+        return self._full_res() and not self.tile and self.full_res_limit > 0 and h * w > self.full_res_limit
+
+    def memory_needed(self, img: ImageData) -> int:
+        per_px = float(self.card.preprocess.get("bytes_per_pixel", self.bytes_per_pixel))
+        if not self._full_res():
+            return super().memory_needed(img)
+        pixels = img.width * img.height
+        if self.tile or self._auto_tile(img.height, img.width):  # one window at a time, maps kept whole
+            return int(min(pixels, self.size * self.size) * per_px + pixels * 16)
+        return int(pixels * per_px)
 
     @classmethod
     def weights_status(cls) -> str:
