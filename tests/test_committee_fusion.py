@@ -127,52 +127,6 @@ def test_calibration_weighs_each_dataset_the_same(two_sets):
     assert pooled["members"]["a"]["calibration"] != many["members"]["a"]["calibration"]
 
 
-def test_a_member_the_data_never_exercised_is_kept_at_face_value(two_sets, tmp_path):
-    """Calibrated on data where a member never sees its trace (dq on PNGs), the member is not
-    dropped: it keeps an identity calibration and the median prior, and its evidence counts on
-    images where it does apply (leave-one-dataset-out: CASIA's JPEGs after a PNG-only fit)."""
-    s1, s2, members = two_sets
-    ran = {"n": 0}
-
-    def silent(p):
-        ran["n"] += 1
-        return np.zeros((24, 24), np.float32), False
-
-    res = calibrate([("one", s1), ("two", s2)], {**members, "c": silent}, pixels_per_image=400)
-    assert ran["n"] == len(s1) + len(s2)
-    assert res["face_value"] == ["c"] and res["skipped"] == []
-    c = res["members"]["c"]
-    assert c["calibration"]["knots"] == [0.0, 1.0] and c["calibration"]["probs"] == [0.0, 1.0]
-    assert c["prior"] == pytest.approx(np.median([res["members"]["a"]["prior"], res["members"]["b"]["prior"]]),
-                                       abs=1e-3)
-    assert c["threshold"] == 0.5 and "face_value" in c
-    doc = priors_document("synthetic", res["members"], {}, "f1", 48, fusion=res["fusion"])
-    path = tmp_path / "priors.json"
-    path.write_text(json.dumps(doc))
-    from imlforensics.committee.calibrate import read_priors
-    from imlforensics.committee.fusion import Calibration, combine
-
-    entries = read_priors(path)["members"]  # the file is valid as written
-    cals = {n: Calibration.from_json(entries[n]["calibration"]) for n in ("b", "c")}
-    thr = {n: entries[n]["threshold"] for n in cals}
-    pri = {n: entries[n]["prior"] for n in cals}
-    gt = np.zeros((24, 24), bool)
-    gt[4:14, 4:14] = True
-    b = np.full((24, 24), 0.5, np.float32)  # member b sees nothing either way
-    c_map = np.where(gt, 0.95, 0.02).astype(np.float32)  # member c applies and is sure
-    with_c = combine({"b": b, "c": c_map}, cals, thr, pri, None, "equal", 5.0, gt.shape)
-    without_c = combine({"b": b}, cals, thr, pri, None, "equal", 5.0, gt.shape)
-    assert pixel_scores(with_c.heatmap, gt, 0.5).f1 > 0.9
-    assert pixel_scores(without_c.heatmap, gt, 0.5).f1 < 0.5
-    # a member that could not run at all stays out of the file
-    def broken(p):
-        from imlforensics.errors import ImlfError
-        raise ImlfError("cannot read")
-
-    res = calibrate([("one", s1), ("two", s2)], {**members, "d": broken}, pixels_per_image=400)
-    assert "d" not in res["members"] and res["skipped"] == ["d"]
-
-
 def test_learned_voter_reproduces_itself_from_its_file(two_sets, tmp_path):
     s1, s2, members = two_sets
     res = calibrate([("one", s1), ("two", s2)], members, pixels_per_image=400)

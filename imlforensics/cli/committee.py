@@ -74,10 +74,7 @@ def calibrate_command(
             raise fail(str(exc), EXIT_FAILED)
     members = res["members"]
     for n in res["skipped"]:
-        err.print(f"imlf: {n} could not analyse any tampered image: left out of the priors file")
-    for n in res["face_value"]:
-        err.print(f"imlf: {n} saw no trace of its kind in any tampered image: its map is taken at face value "
-                  "(uncalibrated) in the priors file")
+        err.print(f"imlf: {n} saw no trace of its kind in any tampered image: left out of the priors file")
     suffix = f" (half {half})" if half is not None else ""
     label = ", ".join(f"{d}{suffix}" for d in datasets)
     listed = [dataset_entry(name, d, half, s) for (name, s), d in zip(sets, datasets)]

@@ -214,7 +214,6 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
                                                   "auc": round(float(per_auc[i]), 4)}
                                      for i, d in enumerate(np.flatnonzero(with_tp))},
                      "calibration": cal.to_json(), "heldout": check}
-    face_value = _face_value_members(skipped, ran_tampered, out, cals, n_tampered, failed, applied, sets)
     fit_images = [im for im in images if not im.heldout] or images
     stacker = fit_stacker(fit_images, cals, names, n_sets, l2)
     priors = {n: out[n]["prior"] for n in names}
@@ -232,35 +231,7 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
         fusion["default_voter"] = max(table["mean"], key=lambda v: table["mean"][v]["criterion"])
     else:
         fusion["default_voter"] = "learned"
-    return {"members": out, "fusion": fusion, "skipped": [n for n in skipped if n not in face_value],
-            "face_value": face_value}
-
-
-def _face_value_members(skipped: list[str], ran_tampered: dict[str, int], out: dict[str, Any],
-                        cals: dict[str, Calibration], n_tampered: np.ndarray, failed: dict[str, int],
-                        applied: dict[str, np.ndarray], sets: list[tuple[str, list[Sample]]]) -> list[str]:
-    """Entries for members that ran on the tampered images but never saw their kind of trace there
-    (``dq`` and ``jpeg-grid`` on a PNG-only dataset): the data says nothing of how reliable they are
-    when they do, so they are taken at face value (their map read as a probability, an identity
-    calibration at the calibrated members' base rate) with the median prior of the calibrated
-    members, at threshold 0.5. Leaving them out instead would silence them on the very images
-    (JPEGs) where they see what no other member sees. The learned voter cannot weigh them (it has
-    no data for them) and ignores them. Members that could not run at all stay out."""
-    names = [n for n in skipped if ran_tampered[n] > 0]
-    if not names or not cals:
-        return []
-    bases = [c.base for c in cals.values() if c.base is not None]
-    base = float(np.median(bases)) if bases else 0.5
-    prior = float(np.median([m["prior"] for m in out.values()]))
-    for name in names:
-        cal = Calibration([0.0, 1.0], [0.0, 1.0], base)
-        cals[name] = cal
-        out[name] = {"prior": round(prior, 3), "f1_best_fixed": 0.0, "threshold": 0.5, "auc": 0.5,
-                     "tampered_images": int(n_tampered.sum()), "abstained_or_failed": failed[name],
-                     "applicable_images": {sets[d][0]: int(applied[name][d]) for d in range(len(sets))},
-                     "per_dataset": {}, "calibration": cal.to_json(), "heldout": {},
-                     "face_value": "saw no trace of its kind in the calibration data: map taken as a probability"}
-    return names
+    return {"members": out, "fusion": fusion, "skipped": skipped}
 
 
 def _llrs(im: _Image, cals: dict[str, Calibration]) -> dict[str, np.ndarray]:
