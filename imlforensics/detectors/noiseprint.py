@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ImlfError
 from ..io.image import ImageData
@@ -188,6 +187,8 @@ def energy_map(res: np.ndarray, block: int = 16, pool: int = 3) -> np.ndarray:
     nb0, nb1 = max(h // block, 1), max(w // block, 1)
     a = np.abs(res[:nb0 * block, :nb1 * block]).reshape(nb0, min(block, h), nb1, min(block, w))
     level = np.log(np.median(a, axis=(1, 3)) + 1e-3)
+    from scipy import ndimage  # imported here: every process that registers detectors imports this module
+
     level = ndimage.uniform_filter(level, pool, mode="nearest")
     med = np.median(level)
     mad = max(1.4826 * np.median(np.abs(level - med)), 0.05)

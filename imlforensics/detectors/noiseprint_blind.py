@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from scipy.linalg import solve_triangular
 from threadpoolctl import threadpool_limits
 
 QUANT_VALUES = np.asarray([-0.8, -0.28, 0.16, 0.7])
@@ -49,6 +47,8 @@ class BlindResult:
 
 def valid_pixels(res: np.ndarray, gray01: np.ndarray) -> np.ndarray:
     """Pixels whose neighbourhood is textured and unsaturated (the official ``getWeights``)."""
+    from scipy import ndimage  # scipy is imported when first needed (it costs 0.6 s at start-up)
+
     mean = ndimage.uniform_filter(res, 5)
     var = ndimage.uniform_filter(np.square(res), 5) - np.square(mean)
     bad = var < 0.005
@@ -87,6 +87,8 @@ def cooccurrence_features(res: np.ndarray, valid: np.ndarray) -> tuple[np.ndarra
     weight = count / np.float32(BLOCK * BLOCK)
     range0 = np.arange(0, h - BLOCK + 1, BLOCK) + 2 + (BLOCK - 1) / 2
     range1 = np.arange(0, w - BLOCK + 1, BLOCK) + 2 + (BLOCK - 1) / 2
+
+    from scipy import ndimage
 
     k = WINDOW // BLOCK
     weight = np.maximum(ndimage.uniform_filter(weight, (k, k), mode="constant", cval=0.0), 0.0)
@@ -155,6 +157,8 @@ class _GaussianWithOutliers:
         self.sigma = np.diag(var + np.abs(np.spacing(np.max(var))))
 
     def nlogl(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.linalg import solve_triangular
+
         low = _cholesky(self.sigma)
         z = solve_triangular(low, (x - self.mu).T, lower=True).T
         mahal = np.sum(z * z, axis=1)
