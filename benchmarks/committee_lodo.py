@@ -36,6 +36,13 @@ MEMBERS = ["ela", "noise", "jpeg-grid", "dq", "copymove"]
 VOTERS = ["prior", "equal", "learned"]
 
 
+def save_npz(f: Path, arrays: dict[str, np.ndarray], meta) -> None:
+    """One image's cached maps (float16) and their metadata (JSON), written whole or not at all."""
+    tmp = f.with_name(f.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays, meta=np.array(json.dumps(meta)))
+    tmp.rename(f)
+
+
 def extra_maps(ds: str, samples: list[Sample], cache: Path, name: str, out: dict[str, dict],
                cached_only: bool = False) -> None:
     """Add member ``name`` (e.g. ``noiseprint++``) to ``out``, cached in a file of its own per image."""
@@ -60,10 +67,7 @@ def extra_maps(ds: str, samples: list[Sample], cache: Path, name: str, out: dict
                 pass
             except ImlfError:
                 continue
-            arrays["meta"] = np.array(json.dumps(meta))
-            tmp = folder / (f.name + ".tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            tmp.rename(f)
+            save_npz(f, arrays, meta)
         with np.load(f) as z:
             meta = json.loads(str(z["meta"]))
             if "map" in z.files:
@@ -98,10 +102,7 @@ def member_maps(ds: str, samples: list[Sample], cache: Path, cached_only: bool =
                     continue
                 arrays[n] = p.heatmap.astype(np.float16)
                 meta[n] = {"score": p.score, "applicable": p.applicable}
-            arrays["meta"] = np.array(json.dumps(meta))
-            tmp = folder / (f.name + ".tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            tmp.rename(f)
+            save_npz(f, arrays, meta)
         with np.load(f) as z:
             meta = json.loads(str(z["meta"]))
             out[str(s.image)] = {"maps": {n: z[n] for n in MEMBERS if n in z.files},  # float16 until used
