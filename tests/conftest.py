@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not log to stderr (the test servers' base)."""
+
+    def log_message(self, *args):
+        pass
+
+
+class LocalHTTPServer:
+    """A server on 127.0.0.1 (a free port) in a daemon thread, for download tests that never leave
+    the machine; ``url`` is its base address."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,14 +12,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import zipfile
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import LocalHTTPServer, QuietHandler
 
 SHARED = Path(os.environ.get("IMLF_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 NOISEPRINT = SHARED / "weights" / "noiseprint"
@@ -66,7 +66,7 @@ def toy_zip(seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-class Server:
+class Server(LocalHTTPServer):
     """Serves ``files`` (path -> bytes) over HTTP on 127.0.0.1 and logs every request."""
 
     def __init__(self):
@@ -74,10 +74,7 @@ class Server:
         self.requests: list[str] = []
         srv = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 srv.requests.append(self.path)
                 data = srv.files.get(self.path)
@@ -91,13 +88,7 @@ class Server:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture

@@ -14,9 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+
+from conftest import LocalHTTPServer, QuietHandler
 
 TOY_CARD = """
 name = "toy-conv"
@@ -200,7 +200,7 @@ def test_list_path_remove_and_missing_weights(env, tmp_path):
 # ------------------------------------------------------------------ a local server speaking the Hub's file API
 
 
-class FakeHub:
+class FakeHub(LocalHTTPServer):
     """Serves ``/{repo}/resolve/{revision}/{filename}`` (HEAD and GET) like huggingface.co for file downloads."""
 
     def __init__(self):
@@ -208,10 +208,7 @@ class FakeHub:
         self.requests: list[str] = []
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self, body: bool):
                 hub.requests.append(f"{self.command} {self.path}")
                 m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", self.path.split("?")[0])
@@ -251,13 +248,7 @@ class FakeHub:
             def do_GET(self):
                 self._serve(True)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture
