@@ -216,3 +216,62 @@ def test_a_damaged_learned_voter_is_refused_when_the_file_is_read(tmp_path):
     bad.write_text(json.dumps(doc))
     with pytest.raises(ImlfError, match="decision threshold"):
         Committee(priors=bad)
+    doc["fusion"]["decision"]["learned"] = 0.2
+    doc["fusion"]["relative"] = {"equal": 1.5}
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ImlfError, match="relative decision"):
+        Committee(priors=bad)
+
+
+def test_relative_decision_cuts_at_a_share_of_the_peak_and_keeps_each_images_ranking():
+    from imlforensics.committee.fusion import relative_decision
+
+    heat = np.linspace(0, 1, 1001, dtype=np.float32)
+    out = relative_decision(heat, 0.8)
+    assert np.all(np.diff(out) >= 0)  # monotone: per-image best-threshold F1 and AUC cannot change
+    peak = float(np.quantile(heat, 0.995))
+    assert (out >= 0.5).sum() == (heat >= 0.8 * peak).sum()
+    weak = np.linspace(0, 0.55, 1001, dtype=np.float32)  # 0.8 x peak < 0.5: the global decision stands
+    assert np.array_equal(relative_decision(weak, 0.8), weak)
+    assert relative_decision(heat, 0.0) is heat
+
+
+def _preset_images(monkeypatch, maps):
+    import imlforensics.committee.calibrate as cal
+
+    images = [cal._Image(d, False, bool(gt.any()), gt.ravel(), {"m": h.ravel()}, {"m": True}) for d, h, gt in maps]
+    table = {id(im): h.ravel() for im, (_, h, _) in zip(images, maps)}
+    monkeypatch.setattr(cal, "fused_pixels", lambda im, *a, **k: table[id(im)])
+    return cal, images
+
+
+def test_relative_decision_is_fitted_where_evidence_spills_around_the_region(monkeypatch):
+    gt = np.zeros((40, 40), bool)
+    gt[15:25, 15:25] = True
+    ring = np.zeros_like(gt)
+    ring[10:30, 10:30] = True
+    spill = np.where(gt, 0.97, np.where(ring, 0.75, 0.1)).astype(np.float32)  # the whole ring passes 0.5
+    cal, images = _preset_images(monkeypatch, [(0, spill, gt)] * 4)
+    share = cal.fit_relative(images, "equal", None, None, None, None, 1, 5.0, 0.2)
+    assert 0.75 / 0.97 < share < 1  # the ring drops out, the region stays
+    # graded evidence inside the region (its edge weaker than its core): cutting near the peak loses it
+    yy, xx = np.mgrid[0:40, 0:40]
+    graded = np.where(gt, 1.0 - 0.05 * np.maximum(abs(yy - 19.5), abs(xx - 19.5)), 0.1).astype(np.float32)
+    cal, images = _preset_images(monkeypatch, [(0, graded, gt)] * 4)
+    assert cal.fit_relative(images, "equal", None, None, None, None, 1, 5.0, 0.2) == 0.0
+
+
+def test_the_relative_decision_leaves_the_image_score_alone():
+    com = load_detector("committee")
+    rng = np.random.default_rng(0)
+    raw = {n: rng.random((64, 64)).astype(np.float32) for n in ("ela", "noise")}
+    for n in raw:
+        raw[n][20:40, 20:40] = 0.95
+    com.relative = None
+    plain, score = com.combine(raw, (64, 64))
+    com.relative = 0.9
+    cut, score_cut = com.combine(raw, (64, 64))
+    assert score_cut == pytest.approx(score, abs=1e-9)
+    order = np.argsort(plain.heatmap, axis=None, kind="stable")
+    assert np.all(np.diff(cut.heatmap.ravel()[order]) >= -1e-6)  # the same ranking of pixels
+    assert (cut.heatmap >= 0.5).sum() < (plain.heatmap >= 0.5).sum()

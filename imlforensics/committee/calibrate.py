@@ -37,7 +37,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import ImlfError, NotApplicable
 from ..evaluation.datasets import Sample, read_mask
-from .fusion import VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_logistic, member_llr
+from .fusion import VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_logistic, member_llr, peak_of
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
@@ -223,10 +223,13 @@ def calibrate(datasets, members: dict[str, Run], prior_metric: str = "f1", heldo
     hold_images = [im for im in images if im.heldout]
     decisions = {v: fit_decision(fit_images, v, cals, stacker, priors, thresholds, n_sets, temperature) for v in VOTERS}
     fusion["decision"] = decisions
+    relative = {v: fit_relative(fit_images, v, cals, stacker, priors, thresholds, n_sets, temperature, decisions[v])
+                for v in VOTERS}
+    fusion["relative"] = relative
     fusion["image"] = fit_image_score(fit_images, cals, stacker, priors, thresholds, n_sets, temperature, decisions)
     if hold_images:
         table = select_voter(hold_images, cals, stacker, priors, thresholds, [s[0] for s in sets], temperature,
-                             decisions)
+                             decisions, relative)
         fusion["selection"] = table
         fusion["default_voter"] = max(table["mean"], key=lambda v: table["mean"][v]["criterion"])
     else:
@@ -266,11 +269,12 @@ def fit_stacker(images: list[_Image], cals: dict[str, Calibration], names: list[
 
 
 def fused_pixels(im: _Image, voter: str, cals: dict[str, Calibration], stacker: Stacker, priors: dict[str, float],
-                 thresholds: dict[str, float], temperature: float, decision: float | None = None) -> np.ndarray:
+                 thresholds: dict[str, float], temperature: float, decision: float | None = None,
+                 relative: float | None = None) -> np.ndarray:
     """The committee's map on an image's sampled pixels (as :class:`~.detector.Committee` fuses it)."""
     raw = {n: v.astype(np.float32) for n, v in im.values.items()}
     return combine(raw, cals, thresholds, priors, stacker, voter, temperature, (im.labels.size,),
-                   decision=decision).heatmap
+                   decision=decision, relative=relative).heatmap
 
 
 def fit_decision(images: list[_Image], voter: str, cals, stacker, priors, thresholds, n_sets: int,
@@ -299,9 +303,39 @@ def fit_decision(images: list[_Image], voter: str, cals, stacker, priors, thresh
     return float(grid[int(np.argmax(gain.mean(axis=0)))])
 
 
-def image_statistic(heat: np.ndarray) -> float:
-    """What the image score calibrates: the log-odds of the map's 99.5th percentile."""
-    q = float(np.quantile(heat, 0.995)) if heat.size else 0.0
+RELATIVE_GRID = (0.0, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+def fit_relative(images: list[_Image], voter: str, cals, stacker, priors, thresholds, n_sets: int,
+                 temperature: float, decision: float) -> float:
+    """The share of each image's peak to decide "tampered" at, where higher than the global decision
+    (:func:`~.fusion.relative_decision`); 0 for none. Chosen, with the global decision fixed, by the
+    same criterion as :func:`fit_decision` (mean over datasets of mean F1 on tampered images minus the
+    share of authentic pixels flagged) on :data:`RELATIVE_GRID`; a tie keeps the smaller share.
+    """
+    grid = np.asarray(RELATIVE_GRID)
+    f1_sums, fp_sums = np.zeros((n_sets, grid.size)), np.zeros((n_sets, grid.size))
+    n_tp, n_au = np.zeros(n_sets), np.zeros(n_sets)
+    for im in images:
+        h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decision)
+        t = np.clip(np.maximum(0.5, grid * peak_of(h)), 0.0, 0.999)
+        if im.tampered:
+            f1_sums[im.dataset] += _f1_at(h, im.labels, t)
+            n_tp[im.dataset] += 1
+        else:
+            fp_sums[im.dataset] += (h[None, :] >= t[:, None]).mean(axis=1)
+            n_au[im.dataset] += 1
+    keep = n_tp > 0
+    if not keep.any():
+        return 0.0
+    gain = (f1_sums[keep] / n_tp[keep, None] - fp_sums[keep] / np.maximum(n_au[keep, None], 1)).mean(axis=0)
+    return float(grid[int(np.argmax(np.round(gain, 6)))])
+
+
+def image_statistic(heat: np.ndarray, peak: float | None = None) -> float:
+    """What the image score calibrates: the log-odds of the map's 99.5th percentile (``peak``, when
+    already known: :attr:`~.fusion.Fused.peak`)."""
+    q = peak_of(heat) if peak is None else peak
     q = min(max(q, 1e-4), 1 - 1e-4)
     return float(np.log(q / (1 - q)))
 
@@ -328,7 +362,8 @@ def fit_image_score(images: list[_Image], cals, stacker, priors, thresholds, n_s
 
 
 def select_voter(images: list[_Image], cals, stacker, priors, thresholds, set_names: list[str],
-                 temperature: float, decisions: dict[str, float]) -> dict[str, Any]:
+                 temperature: float, decisions: dict[str, float],
+                 relative: dict[str, float] | None = None) -> dict[str, Any]:
     """Each voter on the held-out images' sampled pixels, per dataset: F1 at 0.5, best F1, AUC.
 
     The criterion is their sum, averaged over datasets (each dataset counts the same).
@@ -344,7 +379,8 @@ def select_voter(images: list[_Image], cals, stacker, priors, thresholds, set_na
             for im in images:
                 if im.dataset != d or not im.tampered or im.labels.all():
                     continue
-                h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decisions[voter])
+                h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decisions[voter],
+                                 (relative or {}).get(voter))
                 g = im.labels
                 p = h >= 0.5
                 f05.append(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
@@ -425,6 +461,9 @@ def _fusion_problem(f: Any) -> str | None:
     for v, t in (f.get("decision") or {}).items():
         if not (_finite(t) and 0 < t < 1):
             return f"decision threshold {t!r} of voter {v} is not a number in (0, 1)"
+    for v, r in (f.get("relative") or {}).items():
+        if not (_finite(r) and 0 <= r < 1):
+            return f"relative decision {r!r} of voter {v} is not a number in [0, 1)"
     for v, c in (f.get("image") or {}).items():
         if not (isinstance(c, dict) and _finite(c.get("a")) and _finite(c.get("b"))):
             return f"image calibration of voter {v} needs finite numbers a and b"

@@ -74,6 +74,8 @@ class Committee(Detector):
         self.image_cal = (spec.get("image") or {}).get(voter)
         # the decision threshold was measured for the logit fusion (and the learned voter)
         self.decision = (spec.get("decision") or {}).get(voter) if fusion == "logit" or voter == "learned" else None
+        # ... and so was the relative decision (a share of the image's peak; files before 0.3 have none)
+        self.relative = (spec.get("relative") or {}).get(voter) if self.decision is not None else None
         known = self.doc["members"]
         names = members.split(",") if isinstance(members, str) else list(members or known)
         names = [n.strip() for n in names if n.strip()]
@@ -106,8 +108,8 @@ class Committee(Detector):
     def combine(self, raw: dict[str, np.ndarray], shape: tuple[int, int]) -> tuple[Fused, float]:
         """Fuse the maps of the members that voted; return the fusion and the image score."""
         fused = combine(raw, self.cal, self.thresholds, self.priors, self.stacker, self.voter, self.temperature,
-                        shape, self.fusion, self.decision)
-        stat = image_statistic(fused.heatmap)
+                        shape, self.fusion, self.decision, self.relative)
+        stat = image_statistic(fused.heatmap, fused.peak)
         if self.image_cal:
             score = float(sigmoid(np.array(self.image_cal["a"] * stat + self.image_cal["b"])))
         else:

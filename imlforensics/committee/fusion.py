@@ -227,6 +227,7 @@ class Fused:
     agreement: np.ndarray
     disagreement: np.ndarray
     weights: dict[str, float] = field(default_factory=dict)
+    peak: float | None = None  # the map's 99.5th percentile before the relative decision, when one was applied
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -296,15 +297,40 @@ def to_decision(heat: np.ndarray, t: float | None) -> np.ndarray:
     return np.where(heat < t, lo, hi).astype(np.float32)
 
 
+def peak_of(heat: np.ndarray) -> float:
+    """The map's 99.5th percentile: how strong the image's strongest evidence is (a few pixels
+    count, a single one does not)."""
+    return float(np.quantile(heat, 0.995)) if heat.size else 0.0
+
+
+def relative_decision(heat: np.ndarray, relative: float | None, peak: float | None = None) -> np.ndarray:
+    """Raise the decision from 0.5 to ``relative`` times the map's peak (:func:`peak_of`) where that is higher.
+
+    Evidence adds up over members that see the same region (copy-move seen by ``copymove``,
+    ``ela`` and ``jpeg-grid`` at once), so on a strongly tampered image everything near the region
+    passes the global decision too; the region itself stands out against the image's own strongest
+    evidence. Monotone within an image: per-image rankings (best-threshold F1, AUC) are unchanged.
+    """
+    if not relative:
+        return heat
+    t = relative * (peak_of(heat) if peak is None else peak)
+    if t <= 0.5:
+        return heat
+    return to_decision(heat, min(t, 0.999))
+
+
 def combine(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], thresholds: dict[str, float],
             priors: dict[str, float], stacker: Stacker | None, voter: str, temperature: float,
-            shape: tuple[int, ...], method: str = "logit", decision: float | None = None) -> Fused:
+            shape: tuple[int, ...], method: str = "logit", decision: float | None = None,
+            relative: float | None = None) -> Fused:
     """The committee's map from the raw maps of the members that voted (ran and saw their trace).
 
     ``prior``/``equal``: CV-DD weights over the voting members, then :func:`fuse`; ``learned``: the
     stacker over the members' log-likelihood ratios (agreement and disagreement as the equal voter's).
     With no member voting, nothing is found: a zero map. ``decision``: the fused probability at
-    which to decide "tampered" (``imlf calibrate``'s F1-optimal one), moved to 0.5 by :func:`to_decision`.
+    which to decide "tampered" (``imlf calibrate``'s F1-optimal one), moved to 0.5 by :func:`to_decision`;
+    ``relative``: then raised to that share of the image's peak where higher (:func:`relative_decision`;
+    ``Fused.peak`` keeps the peak before it, for the image score).
     """
     names = [n for n in raw if n in calibrations]
     if not names:
@@ -318,8 +344,12 @@ def combine(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], th
         llr = {n: member_llr(calibrations[n](raw[n]), calibrations[n].base) for n in names}
         base.heatmap = to_decision(stacker(llr, shape), decision)
         base.weights = {n: abs(c) for n, c in zip(stacker.names, stacker.coef) if n in llr}
-        return base
-    w = member_weights([priors[n] for n in names], voter, temperature)
-    out = fuse({n: raw[n] for n in names}, calibrations, thresholds, dict(zip(names, map(float, w))), method)
-    out.heatmap = to_decision(out.heatmap, decision)
+        out = base
+    else:
+        w = member_weights([priors[n] for n in names], voter, temperature)
+        out = fuse({n: raw[n] for n in names}, calibrations, thresholds, dict(zip(names, map(float, w))), method)
+        out.heatmap = to_decision(out.heatmap, decision)
+    if relative:
+        out.peak = peak_of(out.heatmap)
+        out.heatmap = relative_decision(out.heatmap, relative, out.peak)
     return out
