@@ -275,3 +275,29 @@ def test_the_relative_decision_leaves_the_image_score_alone():
     order = np.argsort(plain.heatmap, axis=None, kind="stable")
     assert np.all(np.diff(cut.heatmap.ravel()[order]) >= -1e-6)  # the same ranking of pixels
     assert (cut.heatmap >= 0.5).sum() < (plain.heatmap >= 0.5).sum()
+
+
+def _lossless_copy_move(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A disc from the upper left third pasted, moved only, into the lower right; the pasted disc is the truth."""
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r, (sy, sx), (ty, tx) = min(h, w) // 9, (h // 3, w // 4), (2 * h // 3, 3 * w // 4)
+    target = (yy - ty) ** 2 + (xx - tx) ** 2 <= r * r
+    out = rgb.copy()
+    out[target] = rgb[yy[target] - (ty - sy), xx[target] - (tx - sx)]
+    return out, target
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "rocket"])
+def test_default_committee_keeps_up_with_its_members_on_a_lossless_copy_move(name, tmp_path):
+    rgb = np.asarray(Image.open(EXAMPLES / "Au" / f"{name}.jpg").convert("RGB"))
+    fake, gt = _lossless_copy_move(rgb)
+    path = tmp_path / f"{name}.png"
+    Image.fromarray(fake).save(path)
+    f1 = {m: pixel_scores(load_detector(m).predict(path).heatmap, gt, 0.5).f1 for m in ("copymove", "ela", "noise")}
+    pred = Committee().predict(path)
+    mask = pred.heatmap >= 0.5
+    # every member here sees the paste (copymove its twin, ela its misaligned JPEG grid); their
+    # evidence adds up around it, and the relative decision keeps the mask near the paste's size
+    assert pixel_scores(pred.heatmap, gt, 0.5).f1 >= max(f1.values()) - 0.02
+    assert mask.mean() <= 2.0 * gt.mean()
