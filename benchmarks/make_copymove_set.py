@@ -6,7 +6,9 @@ lossless). This script makes one from any folder of authentic pictures, the way 
 made: a region of irregular shape is copied and pasted elsewhere in the same picture, moved only
 (half of the forgeries) or also rotated or scaled, with a hard or slightly feathered edge, and the
 result saved losslessly (TIFF by default, or PNG). As in those sets, the ground truth marks the
-pasted region only, not its source.
+pasted region only, not its source. Each source picture is copied beside them (``Orig/``, with a
+``pairs.csv`` of original, tampered and mask), so the set also serves ``imlf make-mask``'s
+benchmark (``benchmarks/make_mask.py --sets``).
 
     python benchmarks/make_copymove_set.py ../shared/data/casia1/Au OUT_DIR [--n 60] [--format tif]
 
@@ -17,7 +19,9 @@ folder must be new or empty; the inputs are only read.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     picked = files[::step][: args.n]
     (args.out / "Tp").mkdir(parents=True, exist_ok=True)
     (args.out / "Gt").mkdir(exist_ok=True)
-    records, log = [], {}
+    (args.out / "Orig").mkdir(exist_ok=True)
+    records, log, pair_rows = [], {}, []
     for path in picked:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         rng = np.random.default_rng(zlib.crc32(path.name.encode()))
@@ -122,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(fake).save(tp)
         Image.fromarray(target.astype(np.uint8) * 255).save(gt)
         records.append([f"Tp/{tp.name}", f"Gt/{gt.name}"])
+        shutil.copyfile(path, args.out / "Orig" / path.name)
+        pair_rows.append({"original": f"Orig/{path.name}", "tampered": f"Tp/{tp.name}", "mask": f"Gt/{gt.name}"})
         log[tp.name] = {"from": path.name, **how}
     (args.out / "dataset.json").write_text(json.dumps(records, indent=1))
     (args.out / "forgeries.json").write_text(json.dumps(log, indent=1))
+    with open(args.out / "pairs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["original", "tampered", "mask"])
+        w.writeheader()
+        w.writerows(pair_rows)
     print(f"{len(records)} copy-move forgeries in {args.out}")
     return 0
 

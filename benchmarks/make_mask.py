@@ -238,10 +238,11 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def pairs(data: Path, per_set: int, seed: int) -> list[tuple[str, str, str, str, int, int]]:
+def pairs(data: Path, per_set: int, seed: int,
+          names: tuple[str, ...] = ("casia1", "cocoglide")) -> list[tuple[str, str, str, str, int, int]]:
     """The sampled pairs, the sets taking turns (a run stopped early holds as many of each)."""
     sets = []
-    for name in ("casia1", "cocoglide"):
+    for name in names:
         out: list = []
         sets.append(out)
         rows = list(csv.DictReader(open(data / name / "pairs.csv", newline="")))
@@ -281,6 +282,9 @@ def speed(sizes: tuple[float, ...] = (1.0, 4.0), repeats: int = 5) -> list[tuple
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--sets", default="casia1,cocoglide",
+                    help="comma-separated sets under --data, each with a pairs.csv (original,tampered,mask), e.g. one "
+                         "made by benchmarks/make_copymove_set.py")
     ap.add_argument("--per-set", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -296,7 +300,7 @@ def main() -> None:
     if args.from_csv:
         rows = read_rows(args.from_csv)
     else:
-        work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed)]
+        work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed, tuple(args.sets.split(',')))]
         rows = []
         with (open(args.csv, "w", newline="") if args.csv else contextlib.nullcontext()) as fh, \
                 ProcessPoolExecutor(args.jobs) as pool:

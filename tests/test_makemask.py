@@ -19,6 +19,7 @@ from imlforensics.makemask import RegistrationError, make_mask
 from imlforensics.makemask.change import ActivityClasses, tail_model, tolerant_difference
 from imlforensics.makemask.cleanup import (
     HIGH,
+    carve_bays,
     fill_holes,
     hysteresis,
     refine_outline,
@@ -138,6 +139,28 @@ def test_outline_moves_to_the_pasted_edge_not_the_ringing_around_it():
     shrunk = cv2.erode(truth.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     assert (refine_outline(shrunk, diff, valid) == truth).all()
     assert (refine_outline(grown, diff, grown) == grown).all()  # no unchanged pixels around: no level to go by
+
+
+def test_unchanged_pixels_swallowed_in_a_bay_of_the_mask_are_given_back():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((80, 80), bool)
+    truth[20:60, 20:60] = True
+    truth[20:24, 36:44] = False  # a notch 8 wide, 4 deep, in the top edge: a bay
+    diff = rng.uniform(0, 3, truth.shape).astype(np.float32)  # recompression noise
+    diff[truth] = rng.uniform(20, 60, int(truth.sum()))  # the edit
+    hole = np.zeros_like(truth)
+    hole[38:42, 38:42] = True  # inside the edit, 16 pixels that happen to match what was there
+    diff[hole] = 1.0
+    valid = np.ones_like(truth)
+    filled = truth.copy()
+    filled[20:24, 36:44] = True  # the smooth cut filled the bay
+    carved = carve_bays(filled, diff, valid)
+    assert (carved[truth]).all() and (carved | truth == filled).all()  # only the bay given back (the quiet pixels deep inside the edit kept) ...
+    assert (filled & ~carved).sum() >= 0.9 * 32  # ... nearly all of it (a noisy pixel above the noise's 95th percentile stays)
+    assert (carve_bays(truth, diff, valid) == truth).all()  # nothing to give back: unchanged
+    # an edit whose difference is hardly above the noise: no level to tell a bay by, nothing carved
+    faint = np.where(truth, 3.5, diff).astype(np.float32)
+    assert (carve_bays(filled, faint, valid) == filled).all()
 
 
 

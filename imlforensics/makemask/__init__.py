@@ -31,7 +31,7 @@ import numpy as np
 
 from ..io.image import ImageLike, as_image
 from .change import change_map, lab, squared_norm
-from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, clean, refine_outline
+from .cleanup import FINE, FIRST_HIGH, FIRST_LOW, HIGH, LOW, carve_bays, clean, refine_outline
 from .detail import budget_factor, match_blur, resample_like
 from .photometric import fit_tone
 from .register import (
@@ -121,7 +121,8 @@ def make_mask(original: ImageLike, tampered: ImageLike, upscaler: Any = None, fe
         else:
             ch = change_map(a, b, cover, quiet, learned=None if features is None else features.distance(a, b))
             mask, soft = clean(ch.fine, ch.coarse, t, cover, LOW, HIGH, spread=spread)
-            mask = refine_outline(mask, outline_difference(toned, t), cover)
+            diff = outline_difference(toned, t)
+            mask = carve_bays(refine_outline(mask, diff, cover), diff, cover)
     stages = {"tone_max_shift": round(tone.strength(), 2), "blur": blur, "noise": ch.noise, "super_resolution": sr_note,
               "features": None if features is None else {"model": features.name, "device": features.device}}
     coverage = float(cover.mean())

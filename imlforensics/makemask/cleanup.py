@@ -233,3 +233,34 @@ def refine_outline(mask: np.ndarray, diff: np.ndarray, valid: np.ndarray, band: 
     # the outline stays one piece with the mask: pixels the band adds must touch the mask
     out = hysteresis(out, out & mask)
     return fill_holes(out, int(0.002 * mask.size) + 4)
+
+
+BAY_REACH = 4  # unchanged pixels this close to the outline may be carved out of the mask
+BAY_QUANTILE = 0.95  # "unchanged" is at most this quantile of the difference outside the mask
+
+
+def carve_bays(mask: np.ndarray, diff: np.ndarray, valid: np.ndarray, reach: int = BAY_REACH) -> np.ndarray:
+    """The mask without the unchanged pixels it swallowed along its outline.
+
+    The graph cut's smoothness and the snapping fill a mask's bays (the gap between two limbs, a
+    concave edge) with pixels that did not change. Those whose own difference lies at the level of
+    the unchanged pixels outside the mask (its ``BAY_QUANTILE``), within ``reach`` of the outline and
+    joined to the outside through such pixels, are given back; nothing is carved where the edit's
+    difference is not well above that level.
+    """
+    if not mask.any():
+        return mask
+    m8 = mask.astype(np.uint8)
+    away = valid & ~(cv2.dilate(m8, _disk(2)) > 0)
+    if away.sum() < 64:
+        return mask
+    tau = float(np.quantile(diff[away], BAY_QUANTILE))
+    if not tau < 0.25 * float(np.median(diff[mask])):
+        return mask
+    band = mask & ~(cv2.erode(m8, _disk(reach), borderType=cv2.BORDER_REPLICATE) > 0)
+    quiet = band & (diff <= tau) & valid
+    reach_out = (quiet | (valid & ~mask)).astype(np.uint8)
+    n, labels = cv2.connectedComponents(reach_out, connectivity=4)
+    outside_labels = np.unique(labels[valid & ~mask])
+    carved = quiet & np.isin(labels, outside_labels[outside_labels > 0])
+    return mask & ~carved
