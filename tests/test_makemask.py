@@ -155,7 +155,7 @@ def test_unchanged_pixels_swallowed_in_a_bay_of_the_mask_are_given_back():
     filled = truth.copy()
     filled[20:24, 36:44] = True  # the smooth cut filled the bay
     carved = carve_bays(filled, diff, valid)
-    assert carved[truth].all() and ((carved | truth) == filled).all()  # only the bay given back (the quiet pixels deep inside the edit kept) ...
+    assert carved[truth].all() and not carved[~filled].any()  # only the bay given back (the quiet pixels deep inside the edit kept) ...
     assert (filled & ~carved).sum() >= 0.9 * 32  # ... nearly all of it (a noisy pixel above the noise's 95th percentile stays)
     assert (carve_bays(truth, diff, valid) == truth).all()  # nothing to give back: unchanged
     # an edit whose difference is hardly above the noise: no level to tell a bay by, nothing carved
