@@ -288,19 +288,30 @@ def fit_decision(images: list[_Image], voter: str, cals, stacker, priors, thresh
     their F1 only.
     """
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
-    f1_sums, fp_sums = np.zeros((n_sets, grid.size)), np.zeros((n_sets, grid.size))
+    gain = _mean_gain(images, n_sets, grid.size, lambda im: (
+        fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature), grid))
+    return float(grid[int(np.argmax(gain))])
+
+
+def _mean_gain(images: list[_Image], n_sets: int, size: int,
+               cut: Callable[[_Image], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """For each of ``size`` candidate cuts (``cut(image)``: the fused map and the image's threshold
+    for each candidate), the mean over datasets of (mean pixel F1 over tampered images - share of
+    authentic pixels flagged); zeros when no dataset has a tampered image."""
+    f1_sums, fp_sums = np.zeros((n_sets, size)), np.zeros((n_sets, size))
     n_tp, n_au = np.zeros(n_sets), np.zeros(n_sets)
     for im in images:
-        h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature)
+        h, t = cut(im)
         if im.tampered:
-            f1_sums[im.dataset] += _f1_at(h, im.labels, grid)
+            f1_sums[im.dataset] += _f1_at(h, im.labels, t)
             n_tp[im.dataset] += 1
         else:
-            fp_sums[im.dataset] += (h[None, :] >= grid[:, None]).mean(axis=1)
+            fp_sums[im.dataset] += (h[None, :] >= t[:, None]).mean(axis=1)
             n_au[im.dataset] += 1
     keep = n_tp > 0
-    gain = f1_sums[keep] / n_tp[keep, None] - fp_sums[keep] / np.maximum(n_au[keep, None], 1)
-    return float(grid[int(np.argmax(gain.mean(axis=0)))])
+    if not keep.any():
+        return np.zeros(size)
+    return (f1_sums[keep] / n_tp[keep, None] - fp_sums[keep] / np.maximum(n_au[keep, None], 1)).mean(axis=0)
 
 
 RELATIVE_GRID = (0.0, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -314,21 +325,12 @@ def fit_relative(images: list[_Image], voter: str, cals, stacker, priors, thresh
     share of authentic pixels flagged) on :data:`RELATIVE_GRID`; a tie keeps the smaller share.
     """
     grid = np.asarray(RELATIVE_GRID)
-    f1_sums, fp_sums = np.zeros((n_sets, grid.size)), np.zeros((n_sets, grid.size))
-    n_tp, n_au = np.zeros(n_sets), np.zeros(n_sets)
-    for im in images:
+
+    def cut(im: _Image) -> tuple[np.ndarray, np.ndarray]:
         h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decision)
-        t = np.clip(np.maximum(0.5, grid * peak_of(h)), 0.0, 0.999)
-        if im.tampered:
-            f1_sums[im.dataset] += _f1_at(h, im.labels, t)
-            n_tp[im.dataset] += 1
-        else:
-            fp_sums[im.dataset] += (h[None, :] >= t[:, None]).mean(axis=1)
-            n_au[im.dataset] += 1
-    keep = n_tp > 0
-    if not keep.any():
-        return 0.0
-    gain = (f1_sums[keep] / n_tp[keep, None] - fp_sums[keep] / np.maximum(n_au[keep, None], 1)).mean(axis=0)
+        return h, np.clip(np.maximum(0.5, grid * peak_of(h)), 0.0, 0.999)
+
+    gain = _mean_gain(images, n_sets, grid.size, cut)
     return float(grid[int(np.argmax(np.round(gain, 6)))])
 
 
