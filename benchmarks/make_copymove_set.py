@@ -79,7 +79,7 @@ def forge(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         moved = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
         alpha = target.astype(np.float32)
         if feather:
-            alpha = cv2.GaussianBlur(alpha, (0, 0), feather) * target + 0.0
+            alpha = cv2.GaussianBlur(alpha, (0, 0), feather)
             alpha = np.where(target, np.maximum(alpha, 0.5), 0.0).astype(np.float32)
         out = rgb.astype(np.float32) * (1 - alpha[..., None]) + moved.astype(np.float32) * alpha[..., None]
         how = {"kind": str(kind), "angle": round(angle, 2), "scale": round(scale, 3), "feather": feather,
@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "Orig").mkdir(exist_ok=True)
     records, log, pair_rows = [], {}, []
     for path in picked:
-        rgb = np.asarray(Image.open(path).convert("RGB"))
+        try:
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+        except (OSError, ValueError) as exc:  # one line per unreadable picture; the others go on
+            print(f"skipped {path.name}: not a readable picture ({exc})", file=sys.stderr)
+            continue
         rng = np.random.default_rng(zlib.crc32(path.name.encode()))
         made = forge(rgb, rng)
         if made is None:

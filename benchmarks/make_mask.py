@@ -29,6 +29,7 @@ import io
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -300,7 +301,11 @@ def main() -> None:
     if args.from_csv:
         rows = read_rows(args.from_csv)
     else:
-        work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed, tuple(args.sets.split(',')))]
+        sets = tuple(n for n in args.sets.split(",") if n)
+        missing = [n for n in sets if not (args.data / n / "pairs.csv").is_file()]
+        if missing:
+            sys.exit(f"error: no {', '.join(str(args.data / n / 'pairs.csv') for n in missing)}")
+        work = [w + (tuple(kinds),) for w in pairs(args.data, args.per_set, args.seed, sets)]
         rows = []
         with (open(args.csv, "w", newline="") if args.csv else contextlib.nullcontext()) as fh, \
                 ProcessPoolExecutor(args.jobs) as pool:

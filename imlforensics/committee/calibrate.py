@@ -37,7 +37,8 @@ import numpy as np
 from .._version import __version__
 from ..errors import ImlfError, NotApplicable
 from ..evaluation.datasets import Sample, read_mask
-from .fusion import VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_logistic, member_llr, peak_of
+from .fusion import (VOTERS, Calibration, Stacker, combine, fit_isotonic, fit_logistic, member_llr, peak_of,
+                     relative_threshold)
 
 FORMAT = "imlforensics-priors"
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
@@ -328,7 +329,7 @@ def fit_relative(images: list[_Image], voter: str, cals, stacker, priors, thresh
 
     def cut(im: _Image) -> tuple[np.ndarray, np.ndarray]:
         h = fused_pixels(im, voter, cals, stacker, priors, thresholds, temperature, decision)
-        return h, np.clip(np.maximum(0.5, grid * peak_of(h)), 0.0, 0.999)
+        return h, relative_threshold(grid, peak_of(h))
 
     gain = _mean_gain(images, n_sets, grid.size, cut)
     return float(grid[int(np.argmax(np.round(gain, 6)))])

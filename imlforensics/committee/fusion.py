@@ -313,10 +313,14 @@ def relative_decision(heat: np.ndarray, relative: float | None, peak: float | No
     """
     if not relative:
         return heat
-    t = relative * (peak_of(heat) if peak is None else peak)
-    if t <= 0.5:
-        return heat
-    return to_decision(heat, min(t, 0.999))
+    t = float(relative_threshold(relative, peak_of(heat) if peak is None else peak))
+    return heat if t <= 0.5 else to_decision(heat, t)
+
+
+def relative_threshold(share: float | np.ndarray, peak: float) -> float | np.ndarray:
+    """Where the relative decision cuts an image of this ``peak`` (in the map already moved so that
+    the global decision is 0.5): ``share`` x peak, never below 0.5 nor at 1 (any array of shares)."""
+    return np.minimum(np.maximum(0.5, np.multiply(share, peak)), 0.999)
 
 
 def combine(raw: dict[str, np.ndarray], calibrations: dict[str, Calibration], thresholds: dict[str, float],
