@@ -116,11 +116,55 @@ def test_a_few_matches_on_a_wrong_transform_lose_to_the_explanation_that_copies_
     tampered = jpeg(cv2.warpAffine(original, truth[:2], (256, 200), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP), 80)
     wrong = Registration(similarity(0.8, 0.0, 30.0, 7.0), False, "similarity", matches=20, inliers=10)
     # a repainted copy's few features agreed on the wrong fit, and its structure did not refute it
-    monkeypatch.setattr(register_module, "_candidates", lambda t, o: iter([wrong]))
+    monkeypatch.setattr(register_module, "_candidates", lambda t, o, sensitive=False: iter([] if sensitive else [wrong]))
     monkeypatch.setattr(register_module, "structure_agrees", lambda *a, **k: True)
     reg = register(original, tampered)
     corners = np.array([[0, 0, 1], [255, 0, 1], [0, 199, 1], [255, 199, 1]], float)
     assert np.abs(corners @ reg.matrix.T - corners @ truth.T).max() < 1.5
+
+
+def _faint_repainted_copy() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A faint (a fifth of the contrast) picture, shrunk to 0.6 as the original, and the tampered
+    copy at full size with all but its left quarter repainted, its top 15 and right 40 columns
+    cropped away, JPEG 85: the kept part's keypoints are all of low contrast."""
+    faint = np.clip(128 + (rgb(EX / "Au" / "coffee.jpg").astype(np.float32) - 128) * 0.2, 0, 255).astype(np.uint8)
+    h, w = faint.shape[:2]
+    original = cv2.resize(faint, (round(w * 0.6), round(h * 0.6)), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[0:h, 0:w]
+    paint = (128 + 40 * np.sin(xx / 9.0) * np.cos(yy / 13.0)).astype(np.uint8)
+    mask = xx >= w // 4
+    tampered = faint.copy()
+    tampered[mask] = paint[mask][:, None]
+    return original, jpeg(np.ascontiguousarray(tampered[15:, :w - 40]), 85), mask[15:, :w - 40]
+
+
+def test_a_faint_mostly_repainted_copy_is_registered_from_low_contrast_keypoints():
+    original, tampered, mask = _faint_repainted_copy()
+    usual = [r for r in register_module._candidates(tampered, original) if r.inliers >= 8]
+    assert not usual  # the usual keypoints do not agree on anything
+    reg = register(original, tampered)
+    truth = np.array([[0.6, 0, 0.5 * 0.6 - 0.5], [0, 0.6, 0.5 * 0.6 - 0.5], [0, 0, 1.0]]) @ similarity(1.0, 0.0, 0.0, 15.0)
+    h, w = tampered.shape[:2]
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float)
+    assert np.abs(corners @ reg.matrix.T - corners @ truth.T).max() < 1.0  # in original pixels
+    found = make_mask(original, tampered).mask
+    assert (found & mask).sum() / (found | mask).sum() >= 0.9
+
+
+def test_a_fit_the_dense_refinement_spoils_is_kept_as_found(splice, monkeypatch):
+    original = splice[0]
+    truth = similarity(0.8, 0.0, 12.0, 7.0)
+    tampered = jpeg(cv2.warpAffine(original, truth[:2], (256, 200), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP), 80)
+    right = Registration(truth.copy(), False, "similarity", matches=20, inliers=10)
+    monkeypatch.setattr(register_module, "_candidates", lambda t, o, sensitive=False: iter([] if sensitive else [right]))
+    # a refinement that drifts by six pixels, as ECC can towards a large repainted part
+    drift = lambda o, t, reg, unchanged=None: Registration(  # noqa: E731
+        reg.matrix @ similarity(1.0, 0.0, 6.0, 0.0), reg.flip, reg.model, reg.matches, reg.inliers, refined=True)
+    monkeypatch.setattr(register_module, "refine", drift)
+    monkeypatch.setattr(register_module, "_dense_search", lambda o, t: None)
+    reg = register(original, tampered)
+    corners = np.array([[0, 0, 1], [255, 0, 1], [0, 199, 1], [255, 199, 1]], float)
+    assert np.abs(corners @ reg.matrix.T - corners @ truth.T).max() < 0.5
 
 
 # ---------------------------------------------------------------- stages

@@ -19,6 +19,7 @@ with a one-line reason: the images are not of the same scene.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -98,8 +99,11 @@ def _scaling(f: float) -> np.ndarray:
     return np.array([[f, 0, 0.5 * f - 0.5], [0, f, 0.5 * f - 0.5], [0, 0, 1.0]])
 
 
-def _features(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    sift = cv2.SIFT_create(nfeatures=2000)
+def _features(g: np.ndarray, sensitive: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """SIFT keypoints and descriptors; ``sensitive``: four times lower a contrast threshold and twice
+    as many keypoints, for pairs whose usual keypoints do not agree (small, blurred or mostly
+    repainted copies keep their features in low-contrast texture)."""
+    sift = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01) if sensitive else cv2.SIFT_create(nfeatures=2000)
     kps, desc = sift.detectAndCompute(g, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
     return pts, desc
@@ -175,13 +179,14 @@ def _ordered(fits: list[tuple[str, np.ndarray, np.ndarray]], shape_t, shape_o) -
     return [first] + rest
 
 
-def _candidates(tampered: np.ndarray, original: np.ndarray) -> Iterator[Registration]:
-    """Sparse registrations of the upright original, then of the mirrored one, best first."""
+def _candidates(tampered: np.ndarray, original: np.ndarray, sensitive: bool = False) -> Iterator[Registration]:
+    """Sparse registrations of the upright original, then of the mirrored one, best first
+    (``sensitive``: from low-contrast keypoints too, see :func:`_features`)."""
     gt, ft = _resized(gray(tampered), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
-    pt_all, dt = _features(gt)
+    pt_all, dt = _features(gt, sensitive)
     for flip in (False, True):
         go, fo = _resized(gray(oriented(original, flip)), MAX_FEATURE_SIDE, MIN_FEATURE_SIDE)
-        po_all, do = _features(go)
+        po_all, do = _features(go, sensitive)
         idx = _matches(dt, do)
         if len(idx) < MIN_INLIERS:
             continue
@@ -198,6 +203,11 @@ def _candidates(tampered: np.ndarray, original: np.ndarray) -> Iterator[Registra
             reg = Registration(full, flip, name, matches=len(idx), inliers=int(inl.sum()))
             reg.residual_px = rms_o / max(reg.scale, 1e-9)
             yield reg
+
+
+def _on_demand(make) -> Iterator[Registration]:
+    """The candidates ``make()`` gives, computed only when the caller gets this far."""
+    yield from make()
 
 
 def _resize_model(shape_t: tuple[int, int], shape_o: tuple[int, int]) -> np.ndarray:
@@ -327,7 +337,9 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         return reg
     partial = 0  # most matches that agreed on a transform the images' structure did not confirm
     weak: list[Registration] = []  # fits of a few matches that the images' structure confirms
-    for reg in _candidates(tampered, original):
+    # the usual keypoints first; when they do not settle it, low-contrast ones too
+    for reg in itertools.chain(_candidates(tampered, original),
+                               _on_demand(lambda: _candidates(tampered, original, sensitive=True))):
         # many agreeing matches are proof enough; a few must be confirmed by the images' structure
         if reg.inliers >= SURE_INLIERS:
             reg.correlation = correlation(original, tampered, reg)
@@ -339,7 +351,9 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
     # a few matches can agree on a wrong transform (a repainted copy keeps few features, some of
     # them in the edit): every explanation the pair offers competes, the one under which the
     # largest share of the frame is a verbatim copy of the original wins
-    found = [refine(original, tampered, reg) for reg in weak]
+    # (each as found and as refined: on a mostly repainted copy the dense refinement can drift
+    # towards the repainted part, which the share of copied pixels then tells)
+    found = [r for reg in weak for r in (reg, refine(original, tampered, reg))]
     ratio = (shape_o[1] / shape_o[0]) / (shape_t[1] / shape_t[0])
     if abs(ratio - 1) < 0.02:  # same framing: a plain resize?
         reg = refine(original, tampered, Registration(_resize_model(shape_t, shape_o), False, "resize"))
