@@ -167,6 +167,25 @@ def test_a_fit_the_dense_refinement_spoils_is_kept_as_found(splice, monkeypatch)
     assert np.abs(corners @ reg.matrix.T - corners @ truth.T).max() < 0.5
 
 
+def test_a_mostly_repainted_cropped_copy_is_found_by_the_share_it_copies_when_features_fail(monkeypatch):
+    """Four fifths of the rocket repainted with another picture, then cropped unevenly and
+    recompressed: the whole-frame correlation peaks elsewhere; ranking the places by the share of
+    the frame they show copied finds it."""
+    original = rgb(EX / "Au" / "rocket.jpg")
+    h, w = original.shape[:2]
+    tampered = original.copy()
+    cut = int(w * 0.2)
+    tampered[:, cut:] = cv2.resize(rgb(EX / "Au" / "coffee.jpg"), (w, h))[:, cut:]
+    mask = np.zeros((h, w), bool)
+    mask[:, cut:] = True
+    tampered = jpeg(np.ascontiguousarray(tampered[17:h - 9, 23:w - 31]), 90)
+    mask = mask[17:h - 9, 23:w - 31]
+    monkeypatch.setattr(register_module, "_candidates", lambda t, o, sensitive=False: iter([]))  # no features
+    result = make_mask(original, tampered)
+    assert np.allclose(result.registration.matrix[:2, 2], [23, 17], atol=0.5)
+    assert (result.mask & mask).sum() / (result.mask | mask).sum() >= 0.95
+
+
 # ---------------------------------------------------------------- stages
 
 

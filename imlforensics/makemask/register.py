@@ -375,15 +375,20 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
 
 
 DENSE_SIDE = 160  # the dense search runs on copies this large
-DENSE_TRIES = 3  # scales refined and compared by their share of copied pixels
+DENSE_TRIES = 3  # places refined and compared by their share of copied pixels, by each ranking
+DENSE_PEAKS = 3  # places tried at each scale
+RANK_SIDE = 400  # the places are ranked on copies at most this large
 DENSE_AGREEMENT = 0.3  # band-pass correlation a dense-search result needs (features did not vouch for it)
 
 
 def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | None:
-    """When features fail (small, blurred, mostly repainted copies): the scale and offset at which
-    the band-passed tampered copy correlates best with the original (template matching over a
-    grid of scales, on small copies), the strongest few refined by ECC, the one under which most
-    of the frame is a copy kept if the structures agree well."""
+    """When features fail (small, blurred, mostly repainted copies): where the band-passed
+    tampered copy correlates with the original (template matching over a grid of scales, on
+    small copies, the strongest few places at each scale). A largely repainted copy correlates
+    little overall, at its true place too: the places are ranked both by that correlation and by
+    the share of the frame that is a verbatim copy under them (:func:`agreement`, on copies at
+    most RANK_SIDE large); the best few of each are refined by ECC, and the one, as found or as
+    refined, under which most of the frame is a copy is kept if the structures agree well."""
     base = max(original.shape[1] / tampered.shape[1], original.shape[0] / tampered.shape[0])
     scales = base * np.exp(np.linspace(np.log(0.6), np.log(1.05), 24))
     gt, ft = _resized(gray(tampered), DENSE_SIDE)
@@ -393,8 +398,13 @@ def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | 
         g = g.astype(np.float32)
         return cv2.GaussianBlur(g, (0, 0), 0.8) - cv2.GaussianBlur(g, (0, 0), 3.0)
 
+    # the copies the places are ranked on, and their pixel maps from the full-size ones
+    small_t, rt = _resized(tampered, RANK_SIDE)
+    small_o, ro = _resized(original, max(1, round(RANK_SIDE * max(original.shape[:2]) / max(tampered.shape[:2]))))
+    to_small = lambda m: _scaling(ro) @ m @ np.linalg.inv(_scaling(rt))  # noqa: E731
+
     bt = band(gt)
-    found = []  # (score, tampered -> original) at each scale where the copy fits inside the original
+    found = []  # (correlation, copied share, tampered -> original)
     for s in scales:  # original pixels per tampered pixel
         f = ft / s  # original -> the search grid
         w, h = round(original.shape[1] * f), round(original.shape[0] * f)
@@ -402,20 +412,28 @@ def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | 
             continue
         bo = band(cv2.resize(go_full, (w, h), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR))
         res = cv2.matchTemplate(bo, bt, cv2.TM_CCOEFF_NORMED)
-        _, score, _, (x, y) = cv2.minMaxLoc(res)
         fx, fy = w / original.shape[1], h / original.shape[0]
-        # tampered -> small tampered -> small original (offset x, y) -> original
-        m = np.linalg.inv(np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])) @ \
-            np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
-        found.append((score, m))
-    best, best_share = None, 0.0
-    # a largely repainted copy correlates little overall, at its true scale too: the few
-    # strongest scales are refined, and the one under which most of the frame is a copy wins
-    for _, m in sorted(found, key=lambda f: -f[0])[:DENSE_TRIES]:
-        reg = refine(original, tampered, Registration(m, False, "similarity"))
-        share = float(agreement(original, tampered, reg).mean())
-        if best is None or share > best_share:
-            best, best_share = reg, share
+        for _ in range(DENSE_PEAKS):
+            _, score, _, (x, y) = cv2.minMaxLoc(res)
+            if score <= -1.0:
+                break
+            cv2.circle(res, (x, y), 3, -1.0, -1)  # the next peak is another place
+            # tampered -> small tampered -> small original (offset x, y) -> original
+            m = np.linalg.inv(np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1.0]])) @ \
+                np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
+            share = float(agreement(small_o, small_t, Registration(to_small(m), False, "similarity")).mean())
+            found.append((score, share, m))
+    tries = sorted(found, key=lambda f: -f[0])[:DENSE_TRIES] + sorted(found, key=lambda f: -f[1])[:DENSE_TRIES]
+    best, best_share, seen = None, 0.0, set()
+    for _, _, m in tries:
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        found_reg = Registration(m, False, "similarity")
+        for reg in (found_reg, refine(original, tampered, found_reg)):
+            share = float(agreement(original, tampered, reg).mean())
+            if best is None or share > best_share:
+                best, best_share = reg, share
     if best is None or not structure_agrees(original, tampered, best, DENSE_AGREEMENT):
         return None
     best.correlation = correlation(original, tampered, best)
