@@ -5,7 +5,8 @@ rotations and mirroring. The transform is found as MMM prescribes for such pairs
 Mask Manufacturer, arXiv 2407.03695): sparse features first, then a dense refinement.
 
 1. SIFT keypoints (Lowe, IJCV 2004) on both images, and on the mirrored original; descriptor
-   matches that pass Lowe's ratio test.
+   matches that pass Lowe's ratio test. When they settle nothing, low-contrast keypoints too
+   (small, faint or mostly repainted copies keep their features there).
 2. A robust fit (RANSAC) of a similarity, an affine map and a homography to the matches; the
    simplest model that explains nearly as many matches as the richest one wins, so a changed
    region, whose matches disagree with the rest, cannot pull the fit.
@@ -13,8 +14,11 @@ Mask Manufacturer, arXiv 2407.03695): sparse features first, then a dense refine
    unchanged, from the sparse estimate.
 
 Pairs that are already pixel-aligned, and pairs with too few features whose aspect ratios agree
-(plain resizes), are recognised directly. When nothing explains the pair, registration fails
-with a one-line reason: the images are not of the same scene.
+(plain resizes), are recognised directly. Fits of a few matches compete with the plain resize
+and with a dense search (band-passed template matching over scales): the explanation under
+which the largest share of the frame is a verbatim copy of the original wins. When nothing
+explains the pair, registration fails with a one-line reason: the images are not of the same
+scene.
 """
 
 from __future__ import annotations
@@ -100,9 +104,9 @@ def _scaling(f: float) -> np.ndarray:
 
 
 def _features(g: np.ndarray, sensitive: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """SIFT keypoints and descriptors; ``sensitive``: four times lower a contrast threshold and twice
-    as many keypoints, for pairs whose usual keypoints do not agree (small, blurred or mostly
-    repainted copies keep their features in low-contrast texture)."""
+    """SIFT keypoints and descriptors; ``sensitive``: a quarter of the usual contrast threshold and
+    twice as many keypoints, for pairs whose usual keypoints do not agree (small, blurred or
+    mostly repainted copies keep their features in low-contrast texture)."""
     sift = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01) if sensitive else cv2.SIFT_create(nfeatures=2000)
     kps, desc = sift.detectAndCompute(g, None)
     pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
@@ -203,11 +207,6 @@ def _candidates(tampered: np.ndarray, original: np.ndarray, sensitive: bool = Fa
             reg = Registration(full, flip, name, matches=len(idx), inliers=int(inl.sum()))
             reg.residual_px = rms_o / max(reg.scale, 1e-9)
             yield reg
-
-
-def _on_demand(make) -> Iterator[Registration]:
-    """The candidates ``make()`` gives, computed only when the caller gets this far."""
-    yield from make()
 
 
 def _resize_model(shape_t: tuple[int, int], shape_o: tuple[int, int]) -> np.ndarray:
@@ -337,9 +336,9 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
         return reg
     partial = 0  # most matches that agreed on a transform the images' structure did not confirm
     weak: list[Registration] = []  # fits of a few matches that the images' structure confirms
-    # the usual keypoints first; when they do not settle it, low-contrast ones too
-    for reg in itertools.chain(_candidates(tampered, original),
-                               _on_demand(lambda: _candidates(tampered, original, sensitive=True))):
+    # the usual keypoints first; when they do not settle it, low-contrast ones too (generators:
+    # the second pass is computed only when no fit of the first was sure)
+    for reg in itertools.chain(_candidates(tampered, original), _candidates(tampered, original, sensitive=True)):
         # many agreeing matches are proof enough; a few must be confirmed by the images' structure
         if reg.inliers >= SURE_INLIERS:
             reg.correlation = correlation(original, tampered, reg)
@@ -423,13 +422,11 @@ def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | 
                 np.array([[1, 0, x], [0, 1, y], [0, 0, 1.0]]) @ _scaling(ft)
             share = float(agreement(small_o, small_t, Registration(to_small(m), False, "similarity")).mean())
             found.append((score, share, m))
-    tries = sorted(found, key=lambda f: -f[0])[:DENSE_TRIES] + sorted(found, key=lambda f: -f[1])[:DENSE_TRIES]
-    best, best_share, seen = None, 0.0, set()
-    for _, _, m in tries:
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        found_reg = Registration(m, False, "similarity")
+    by_correlation = sorted(range(len(found)), key=lambda i: -found[i][0])[:DENSE_TRIES]
+    by_share = sorted(range(len(found)), key=lambda i: -found[i][1])[:DENSE_TRIES]
+    best, best_share = None, 0.0
+    for i in dict.fromkeys(by_correlation + by_share):  # (in order, each place once)
+        found_reg = Registration(found[i][2], False, "similarity")
         for reg in (found_reg, refine(original, tampered, found_reg)):
             share = float(agreement(original, tampered, reg).mean())
             if best is None or share > best_share:
