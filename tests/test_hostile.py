@@ -276,7 +276,9 @@ def _folder_of(tmp_path: Path, n: int) -> Path:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_ctrl_c_with_workers_prints_one_line_and_kill_9_takes_the_workers_along(tmp_path):
-    folder = _folder_of(tmp_path, 40)
+    # enough pictures that the run cannot finish between its first ledger line and the signal,
+    # even on a loaded machine (with 40, a run under heavy load once did, and exited 0)
+    folder = _folder_of(tmp_path, 400)
     for how in ("interrupt", "kill"):
         out = tmp_path / how
         proc = subprocess.Popen([sys.executable, "-m", "imlforensics", "ensemble", str(folder), "-o", str(out), "-j", "2"],
