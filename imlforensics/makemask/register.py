@@ -362,7 +362,7 @@ def register(original: np.ndarray, tampered: np.ndarray) -> Registration:
     if reg is not None:
         found.append(reg)
     if found:
-        best = max(found, key=lambda r: float(agreement(original, tampered, r).mean()))
+        best = _most_copied(original, tampered, found)
         best.correlation = correlation(original, tampered, best)
         return best
     if partial >= 2 * MIN_INLIERS:
@@ -424,17 +424,17 @@ def _dense_search(original: np.ndarray, tampered: np.ndarray) -> Registration | 
             found.append((score, share, m))
     by_correlation = sorted(range(len(found)), key=lambda i: -found[i][0])[:DENSE_TRIES]
     by_share = sorted(range(len(found)), key=lambda i: -found[i][1])[:DENSE_TRIES]
-    best, best_share = None, 0.0
-    for i in dict.fromkeys(by_correlation + by_share):  # (in order, each place once)
-        found_reg = Registration(found[i][2], False, "similarity")
-        for reg in (found_reg, refine(original, tampered, found_reg)):
-            share = float(agreement(original, tampered, reg).mean())
-            if best is None or share > best_share:
-                best, best_share = reg, share
+    places = [Registration(found[i][2], False, "similarity") for i in dict.fromkeys(by_correlation + by_share)]
+    best = _most_copied(original, tampered, [r for p in places for r in (p, refine(original, tampered, p))])
     if best is None or not structure_agrees(original, tampered, best, DENSE_AGREEMENT):
         return None
-    best.correlation = correlation(original, tampered, best)
-    return best
+    return best  # (its correlation is measured by the caller, once the explanations have competed)
+
+
+def _most_copied(original: np.ndarray, tampered: np.ndarray, regs: list[Registration]) -> Registration | None:
+    """Of ``regs``, the one under which the largest share of the frame is a verbatim copy of the
+    original (:func:`agreement`; the first of equals), None when there are none."""
+    return max(regs, key=lambda r: float(agreement(original, tampered, r).mean()), default=None)
 
 
 def _aligned(original: np.ndarray, tampered: np.ndarray) -> bool:
