@@ -210,6 +210,7 @@ def _report(reg: Registration, ch: Any, coverage: float, stages: dict, threshold
         "unchanged_share": round(float(unchanged_share), 4),
         "thresholds": thresholds,
         "noise": {k: round(v, 4) for k, v in (ch.noise if ch is not None else {}).items()},
+        "chroma_weight": round(ch.chroma_weight, 3) if ch is not None else None,
         **{k: v for k, v in stages.items() if k != "noise"},
         "tampered_fraction": round(float(mask.mean()), 6),
         "boxes": components(mask, mask.astype(np.float32)),

@@ -5,7 +5,11 @@ region. Three measures, each at three scales (full, 1/2, 1/4 resolution):
 
 * colour: the CIELAB distance between the copies, made *sampling insensitive*: a value that lies
   within the range of the other copy's values one pixel around counts as explained, both ways
-  (a resampled or slightly misregistered edge is; an edit is not);
+  (a resampled or slightly misregistered edge is; an edit is not). Its chroma is weighted by the
+  ratio of the lightness noise to the chroma noise on the reference pixels (at most 1, at least
+  CHROMA_LEAST): JPEG stores colour at half resolution and quantizes it more coarsely, so a
+  recompressed pair differs far more in chroma than in lightness along every saturated edge, and
+  an unweighted distance marks those edges as change; a lossless pair keeps full weight;
 * structure: one minus the contrast-structure term of the local SSIM of the gray images (Wang
   et al., IEEE TIP 2004), which sees texture that was replaced by texture of the same colour;
 * edges: the shift-tolerant difference of the gradient magnitudes.
@@ -37,6 +41,7 @@ class ChangeMap:
     fine: np.ndarray  # (H, W) float32: evidence at full resolution (colour, edges), see tail_model
     coarse: np.ndarray  # (H, W) float32: evidence at 1/2 and 1/4 resolution (all measures), averaged
     noise: dict[str, float]  # median scale of each measure's noise at full resolution
+    chroma_weight: float = 1.0  # the colour distance's weight of chroma at full resolution (colour_difference)
 
     @property
     def score(self) -> np.ndarray:
@@ -49,13 +54,14 @@ def lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
-def _outside_range(a: np.ndarray, b: np.ndarray, radius: int) -> np.ndarray:
+def _outside_range(a: np.ndarray, b: np.ndarray, radius: int, norm: bool = True) -> np.ndarray:
     """Per channel, how far ``a`` lies outside the range of ``b`` over the (2 radius + 1)^2
-    neighbourhood, and the Euclidean norm over channels. ``a``, ``b``: (H, W) or (H, W, C) float32."""
+    neighbourhood, and (``norm``) the Euclidean norm over channels. ``a``, ``b``: (H, W) or
+    (H, W, C) float32."""
     k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     lo, hi = cv2.erode(b, k, borderType=cv2.BORDER_REPLICATE), cv2.dilate(b, k, borderType=cv2.BORDER_REPLICATE)
     d = cv2.max(cv2.max(cv2.subtract(a, hi), cv2.subtract(lo, a)), 0.0)
-    return d if d.ndim == 2 else cv2.sqrt(squared_norm(d))
+    return d if d.ndim == 2 or not norm else cv2.sqrt(squared_norm(d))
 
 
 def squared_norm(d: np.ndarray) -> np.ndarray:
@@ -69,6 +75,29 @@ def tolerant_difference(a: np.ndarray, b: np.ndarray, radius: int = 1) -> np.nda
     shift of an edge or by resampling and counts as no difference; only what neither copy's
     neighbourhood explains remains."""
     return np.maximum(_outside_range(a, b, radius), _outside_range(b, a, radius))
+
+
+CHROMA_QUANTILE = 0.9  # the noise of lightness and of chroma: this quantile of their differences
+CHROMA_LEAST = 0.25  # chroma never counts less than this (an edit that only recolours still shows)
+LIGHTNESS_FLOOR = 0.5  # lightness noise below this (CIELAB L, about 8-bit rounding) counts as this
+
+
+def colour_difference(a: np.ndarray, b: np.ndarray, reference: np.ndarray, radius: int = 1) -> tuple[np.ndarray, float]:
+    """The sampling-insensitive CIELAB distance of :func:`tolerant_difference` between ``a`` and
+    ``b`` ((H, W, 3) CIELAB), its chroma weighted by the ratio of the lightness noise to the chroma
+    noise on the ``reference`` pixels (each the CHROMA_QUANTILE of its differences there), between
+    CHROMA_LEAST and 1; and that weight."""
+    one = (_outside_range(a, b, radius, False), _outside_range(b, a, radius, False))
+    lightness = np.maximum(one[0][..., 0], one[1][..., 0])[reference]
+    chroma = np.maximum(cv2.magnitude(one[0][..., 1], one[0][..., 2]), cv2.magnitude(one[1][..., 1], one[1][..., 2]))[reference]
+    step = lightness.size // MAX_SAMPLES + 1  # quantiles of a regular subsample are as good
+    weight = 1.0
+    if lightness.size:
+        noise_l = max(float(np.quantile(lightness[::step], CHROMA_QUANTILE)), LIGHTNESS_FLOOR)
+        noise_c = float(np.quantile(chroma[::step], CHROMA_QUANTILE))
+        weight = float(np.clip(noise_l / max(noise_c, 1e-6), CHROMA_LEAST, 1.0))
+    w = np.array([1.0, weight, weight], np.float32).reshape(1, 1, 3)
+    return np.maximum(*(cv2.sqrt(squared_norm(cv2.multiply(d, w))) for d in one)), weight
 
 
 def _structure_dissimilarity(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> np.ndarray:
@@ -232,6 +261,7 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
     coarse = {k: np.zeros(shape, np.float32) for k in ("colour", "structure", "edges")}
     deep = np.zeros(shape, np.float32)  # the learned measure's evidence, when there is one
     noise: dict[str, float] = {}
+    chroma_weight = 1.0
     used = 0
     for f in SCALES:
         va = _down(valid.astype(np.uint8), f) > 0
@@ -245,7 +275,9 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
         xa, xb = _down(la, f), _down(lb, f)
         ya, yb = _down(ga, f), _down(gb, f)
         classes = ActivityClasses(np.maximum(activity(ya), activity(yb)), quiet)
-        maps = {"colour": tolerant_difference(xa, xb), "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
+        colour, weight = colour_difference(xa, xb, quiet)
+        chroma_weight = weight if f == 1 else chroma_weight
+        maps = {"colour": colour, "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
         if f > 1:  # SSIM's window would blur the outline at full resolution
             maps["structure"] = _structure_dissimilarity(ya, yb)
         if f == 1 and learned is not None:
@@ -269,4 +301,4 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
     both = np.maximum(both, deep)
     fine[~valid] = 0.0
     both[~valid] = 0.0
-    return ChangeMap(fine, both.astype(np.float32), noise)
+    return ChangeMap(fine, both.astype(np.float32), noise, chroma_weight)
