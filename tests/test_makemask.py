@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from imlforensics.makemask import RegistrationError, make_mask
-from imlforensics.makemask.change import ActivityClasses, tail_model, tolerant_difference
+from imlforensics.makemask.change import ActivityClasses, colour_difference, lab, tail_model, tolerant_difference
 from imlforensics.makemask.cleanup import (
     HIGH,
     carve_bays,
@@ -329,6 +329,60 @@ def test_graph_cut_closes_the_gaps_between_thin_changed_structures():
     cut = segment(evidence, rgb, seeds)
     assert cut[20:60, 20:57].all() and not cut[:18].any() and not cut[:, 62:].any()
     assert not segment(evidence, rgb, np.zeros_like(seeds)).any()  # no seed, no region
+
+
+def _strokes(seed: int, h: int = 240, w: int = 360) -> np.ndarray:
+    """Thin, saturated, anti-aliased strokes on white: the worst case for JPEG's half-resolution,
+    coarsely quantized colour."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 250, np.uint8)
+    colours = [(230, 0, 20), (0, 150, 40), (20, 30, 230), (240, 160, 0), (200, 0, 200)]
+    for _ in range(60):
+        pts = rng.integers(0, [w, h], size=(4, 2)).astype(np.int32)
+        cv2.polylines(img, [pts], False, colours[rng.integers(len(colours))], int(rng.integers(1, 3)), cv2.LINE_AA)
+    return img
+
+
+def test_chroma_counts_for_less_where_recompression_made_it_noisier_than_lightness():
+    o = _strokes(1)
+    everywhere = np.ones(o.shape[:2], bool)
+    same, weight = colour_difference(lab(o), lab(o), everywhere)
+    assert weight == 1.0 and not same.any()
+    shifted = np.roll(o, 1, axis=1).astype(np.float32)  # a lossless pair: chroma keeps full weight
+    d, weight = colour_difference(lab(o), lab(shifted), everywhere)
+    assert weight == 1.0 and np.allclose(d, tolerant_difference(lab(o), lab(shifted)))
+    d, weight = colour_difference(lab(jpeg(o, 50)), lab(jpeg(o, 70)), everywhere)
+    assert 0.25 <= weight < 0.5
+    assert d.mean() < 0.6 * tolerant_difference(lab(jpeg(o, 50)), lab(jpeg(o, 70))).mean()
+
+
+@pytest.mark.parametrize("scale, q_original, q_tampered", [(1.0, 50, 70), (0.7, 50, 60)])
+def test_saturated_edges_of_a_recompressed_pair_are_not_taken_for_change(scale, q_original, q_tampered):
+    o = _strokes(1)
+    truth = np.zeros(o.shape[:2], np.uint8)
+    cv2.ellipse(truth, (250, 110), (50, 40), 20, 0, 360, 1, -1)
+    truth = truth > 0
+    t = np.where(truth[..., None], _strokes(2), o)
+    small = cv2.resize(o, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else o
+    graded = np.clip(255.0 * (small / 255.0) ** 0.85, 0, 255).round().astype(np.uint8)
+    res = make_mask(jpeg(graded, q_original), jpeg(t, q_tampered))
+    assert iou(res.mask, truth) >= 0.93  # (the unweighted distance: 0.008 and 0.895)
+    assert (res.mask & ~truth).sum() < 0.05 * truth.sum()
+    assert res.report["chroma_weight"] < 0.5
+
+
+@pytest.mark.parametrize("quality", [None, 75])
+def test_an_edit_that_only_changes_colour_is_found(splice, quality):
+    photo = splice[0]
+    box = np.zeros(photo.shape[:2], bool)
+    h, w = box.shape
+    box[h // 4:h // 2, w // 3:2 * w // 3] = True
+    cie = cv2.cvtColor(photo.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+    cie[box, 1:] = -cie[box, 1:]  # the opposite hue, the same lightness
+    recoloured = (np.clip(cv2.cvtColor(cie, cv2.COLOR_LAB2RGB), 0, 1) * 255).round().astype(np.uint8)
+    o, t = (photo, recoloured) if quality is None else (jpeg(photo, quality), jpeg(recoloured, quality + 10))
+    res = make_mask(o, t)
+    assert iou(res.mask, box) >= 0.9
 
 
 def test_tolerant_difference_forgives_a_shifted_edge_but_not_an_edit():
