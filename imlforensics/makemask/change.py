@@ -88,13 +88,15 @@ def colour_difference(a: np.ndarray, b: np.ndarray, reference: np.ndarray, radiu
     noise on the ``reference`` pixels (each the CHROMA_QUANTILE of its differences there), between
     CHROMA_LEAST and 1; and that weight."""
     one = (_outside_range(a, b, radius, False), _outside_range(b, a, radius, False))
-    lightness = np.maximum(one[0][..., 0], one[1][..., 0])[reference]
-    chroma = np.maximum(cv2.magnitude(one[0][..., 1], one[0][..., 2]), cv2.magnitude(one[1][..., 1], one[1][..., 2]))[reference]
-    step = lightness.size // MAX_SAMPLES + 1  # quantiles of a regular subsample are as good
+    where = np.flatnonzero(reference)
+    where = where[:: where.size // MAX_SAMPLES + 1]  # quantiles of a regular subsample are as good
     weight = 1.0
-    if lightness.size:
-        noise_l = max(float(np.quantile(lightness[::step], CHROMA_QUANTILE)), LIGHTNESS_FLOOR)
-        noise_c = float(np.quantile(chroma[::step], CHROMA_QUANTILE))
+    if where.size:
+        x, y = (d.reshape(-1, 3)[where] for d in one)  # (the sampled reference pixels, both ways)
+        lightness = np.maximum(x[:, 0], y[:, 0])
+        chroma = np.maximum(np.hypot(x[:, 1], x[:, 2]), np.hypot(y[:, 1], y[:, 2]))
+        noise_l = max(float(np.quantile(lightness, CHROMA_QUANTILE)), LIGHTNESS_FLOOR)
+        noise_c = float(np.quantile(chroma, CHROMA_QUANTILE))
         weight = float(np.clip(noise_l / max(noise_c, 1e-6), CHROMA_LEAST, 1.0))
     w = np.array([1.0, weight, weight], np.float32).reshape(1, 1, 3)
     return np.maximum(*(cv2.sqrt(squared_norm(cv2.multiply(d, w))) for d in one)), weight
@@ -276,7 +278,8 @@ def change_map(original: np.ndarray, tampered: np.ndarray, valid: np.ndarray, un
         ya, yb = _down(ga, f), _down(gb, f)
         classes = ActivityClasses(np.maximum(activity(ya), activity(yb)), quiet)
         colour, weight = colour_difference(xa, xb, quiet)
-        chroma_weight = weight if f == 1 else chroma_weight
+        if f == 1:
+            chroma_weight = weight
         maps = {"colour": colour, "edges": tolerant_difference(_gradient(ya), _gradient(yb))}
         if f > 1:  # SSIM's window would blur the outline at full resolution
             maps["structure"] = _structure_dissimilarity(ya, yb)
